@@ -1,0 +1,76 @@
+"""The client's cache of functions already serialized for the engines.
+
+Runs on the client. emcee hands ``pool.map`` the same ``_FunctionWrapper`` on
+every call; this cache pickles it once, gives it a random token that no
+other entry, pool or client process
+will use,
+and remembers which engines already hold it. Entries hold a strong reference
+to their function, so an ``id()`` can never be recycled while its entry lives,
+and lookups compare identity, never ``id()`` alone.
+"""
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import cloudpickle
+
+from .exceptions import SerializationError
+
+# A few samplers alive at once is the common case (e.g. a notebook re-running
+# a cell); each entry may hold large data arrays, so keep the bound small.
+MAX_ENTRIES = 4
+
+@dataclass
+class CacheEntry:
+    func: object
+    token: str  # unique across client processes sharing a cluster
+    payload: bytes
+    engines: set = field(default_factory=set)  # engine ids that hold it
+
+
+class FunctionCache:
+    """LRU of :class:`CacheEntry`, keyed by the identity of the function."""
+
+    def __init__(self, max_entries: int = MAX_ENTRIES):
+        self.max_entries = max_entries
+        self._entries: "OrderedDict[str, CacheEntry]" = OrderedDict()
+        self.pickle_count = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, func) -> CacheEntry:
+        """Return the entry for ``func``, pickling it if it is new."""
+        for token, entry in self._entries.items():
+            if entry.func is func:
+                self._entries.move_to_end(token)
+                return entry
+        entry = CacheEntry(func, uuid.uuid4().hex, _dumps(func))
+        self.pickle_count += 1
+        self._entries[entry.token] = entry
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return entry
+
+    def forget_engine(self, engine_id: int) -> None:
+        """An engine lost its state (restart, eviction): refill it lazily."""
+        for entry in self._entries.values():
+            entry.engines.discard(engine_id)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def _dumps(obj) -> bytes:
+    try:
+        return cloudpickle.dumps(obj)
+    except Exception as exc:
+        raise SerializationError(
+            f"could not pickle {obj!r} to send it to the engines: "
+            f"{type(exc).__name__}: {exc}. Every object the log-prob uses "
+            "(the function, its args and kwargs) must be picklable by "
+            "cloudpickle; move open files, locks or sockets out of them, or "
+            "create them on the engines with IPyParallelPool(initializer=...)."
+        ) from exc

@@ -1,0 +1,123 @@
+"""Finding engines: start a local ipyparallel cluster, or connect to one.
+
+Runs on the client. ipyparallel stays the control plane: it starts engines
+with any launcher (local, MPI, Slurm, PBS, SSH), registers them and watches
+their heartbeats. This module only chooses fast settings for the clusters the
+pool starts itself and turns ipyparallel's failures into clear errors.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import ipyparallel as ipp
+from traitlets.config import Config
+
+from .exceptions import ClusterNotFoundError, NoEnginesError
+
+log = logging.getLogger("emcee_ipp")
+
+THREAD_ENV_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_FRAMEWORKS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+# The controller finishes an engine's registration only after a heartbeat;
+# ipyparallel's 3 s default makes start-up take ~6.6 s on 2 cores. A short
+# period cuts it (see benchmarks/bench_startup.py for the figures).
+HEARTBEAT_MS = 300
+FAST_CONTROLLER_ARGS = [f"--HeartMonitor.period={HEARTBEAT_MS}"]
+
+
+def default_n_engines() -> int:
+    """The number of CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def start_local(n: int, *, blas_threads: int | None, timeout: float):
+    """Start a local cluster of ``n`` engines; return ``(cluster, client)``."""
+    env = {}
+    if blas_threads is not None:
+        env = {var: str(blas_threads) for var in THREAD_ENV_VARS}
+    config = Config()
+    config.LocalEngineSetLauncher.environment = env
+    cluster = ipp.Cluster(
+        n=n,
+        controller_args=list(FAST_CONTROLLER_ARGS),
+        engine_timeout=timeout,
+        log_level=logging.WARNING,
+        config=config,
+    )
+    try:
+        client = cluster.start_and_connect_sync(activate=False)
+    except TimeoutError as exc:
+        cluster.stop_cluster_sync()
+        raise NoEnginesError(
+            f"the local cluster's {n} engines did not all register within "
+            f"timeout={timeout} s. The machine may be overloaded; try a "
+            "smaller n or a larger start_timeout."
+        ) from exc
+    except BaseException:
+        cluster.stop_cluster_sync()
+        raise
+    return cluster, client
+
+
+def connect(*, client=None, cluster=None, profile=None, cluster_id=None, timeout: float):
+    """Connect to a running cluster; return its ``ipyparallel.Client``."""
+    if client is not None:
+        pass
+    elif cluster is not None:
+        if cluster.controller is None:  # not started: start it, but never own it
+            client = cluster.start_and_connect_sync(activate=False)
+        else:
+            client = cluster.connect_client_sync()
+    else:
+        client = _client_from_profile(profile, cluster_id, timeout)
+    wait_for_engines(client, 1, timeout, where=_describe(profile, cluster_id))
+    return client
+
+
+def wait_for_engines(client, n: int, timeout: float, where: str = "the cluster") -> None:
+    """Wait until ``n`` engines are registered, or raise :class:`NoEnginesError`."""
+    if len(client.ids) >= n:
+        return
+    try:
+        client.wait_for_engines(n, timeout=timeout, interactive=False)
+    except TimeoutError as exc:
+        raise NoEnginesError(
+            f"{len(client.ids)} engines registered with {where} within "
+            f"timeout={timeout} s, {n} needed. Start engines (for example "
+            "`ipcluster engines -n 2` or `ipengine`), or pass a larger "
+            "start_timeout."
+        ) from exc
+
+
+def _client_from_profile(profile, cluster_id, timeout):
+    kwargs = {}
+    if profile is not None:
+        kwargs["profile"] = profile
+    if cluster_id is not None:
+        kwargs["cluster_id"] = cluster_id
+    try:
+        # The client waits this long for the connection file to appear.
+        return ipp.Client(timeout=min(timeout, 5.0), **kwargs)
+    except (OSError, TimeoutError) as exc:
+        raise ClusterNotFoundError(
+            f"no running ipyparallel cluster for {_describe(profile, cluster_id)}: "
+            f"{exc}. Start one first, e.g. `ipcluster start -n 2"
+            + (f" --profile={profile}" if profile else "")
+            + (f" --cluster-id={cluster_id}" if cluster_id else "")
+            + "`, or leave out the connection arguments to let the pool "
+            "start a local cluster."
+        ) from exc
+
+
+def _describe(profile, cluster_id) -> str:
+    return f"profile={profile or 'default'!r}, cluster_id={cluster_id or ''!r}"

@@ -1,0 +1,77 @@
+"""Code that runs on the engines, never on the client.
+
+The client sends these functions by reference (``emcee_ipp._engine.<name>``),
+so each message carries only a token, the walker positions and, the first
+time an engine sees a function, its cloudpickled bytes::
+
+    client                                   engine (this module)
+    ------                                   --------------------
+    evaluate(token, payload|None, chunk) ->  _CACHE[token] or cloudpickle.loads(payload)
+                                             results = [fn(x) for x in chunk]
+         <- ("ok", kind, data)               pack_results(results)
+         <- ("miss",)                        token unknown and no payload sent
+         <- ("error", index, type, msg, tb)  fn raised on item ``index``
+
+The cache is module state, so it lives as long as the engine process.
+"""
+from __future__ import annotations
+
+import os
+import traceback
+from collections import OrderedDict
+
+import cloudpickle
+
+from ._wire import pack_results
+
+# Functions deserialized on this engine, by the token the client gave them.
+# Bounded like the client's cache (same constant), least recently used first.
+_CACHE: "OrderedDict[str, object]" = OrderedDict()
+_INITIALIZED: set = set()  # keys of pool initializers already run here
+
+
+def evaluate(token: str, payload: bytes | None, chunk, max_entries: int = 4):
+    """Evaluate the cached function ``token`` on every item of ``chunk``."""
+    fn = _CACHE.get(token)
+    if fn is None:
+        if payload is None:
+            return ("miss",)
+        fn = cloudpickle.loads(payload)
+        _CACHE[token] = fn
+        while len(_CACHE) > max_entries:
+            _CACHE.popitem(last=False)
+    else:
+        _CACHE.move_to_end(token)
+    results = []
+    for i, x in enumerate(chunk):
+        try:
+            results.append(fn(x))
+        except Exception as exc:  # reported to the client, which re-raises
+            return ("error", i, type(exc).__name__, str(exc), traceback.format_exc())
+    return ("ok",) + pack_results(results)
+
+
+def clear_cache() -> int:
+    """Drop every cached function; return how many there were."""
+    n = len(_CACHE)
+    _CACHE.clear()
+    return n
+
+
+def cached_tokens() -> list[str]:
+    """Tokens cached on this engine, oldest first (for tests and debugging)."""
+    return list(_CACHE)
+
+
+def run_initializer(key: str, payload: bytes) -> int:
+    """Run a pool's initializer once per engine process; return this engine's pid."""
+    if key not in _INITIALIZED:
+        initializer, initargs = cloudpickle.loads(payload)
+        initializer(*initargs)
+        _INITIALIZED.add(key)
+    return os.getpid()
+
+
+def pid() -> int:
+    """This engine's process id (the pool's set-up call: it proves the import)."""
+    return os.getpid()

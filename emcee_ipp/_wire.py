@@ -1,0 +1,58 @@
+"""What a map call looks like on the wire, for both sides.
+
+Runs in both processes: :func:`split_items` and :func:`unpack_results` on the
+client, :func:`pack_results` on the engine.
+
+Positions travel as one contiguous float64 array per engine (the rows of
+emcee's ``(nwalkers // 2, ndim)`` array); any other iterable travels as a list.
+Results come back as a float64 array when every result is a float of one type,
+otherwise as a list, so that the client rebuilds exactly what the built-in
+``map`` would have returned.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+# Result kinds: every result a Python float, every result a numpy float64, or
+# anything else (tuples with blobs, ints, ...) which travels as a list.
+PY_FLOAT = "f"
+NP_FLOAT64 = "d"
+OBJECTS = "o"
+
+
+def as_items(iterable) -> np.ndarray | list:
+    """Return the map's input as a float64 array of rows, or as a list."""
+    if (
+        isinstance(iterable, np.ndarray)
+        and iterable.ndim >= 1
+        and iterable.dtype == np.float64
+    ):
+        return iterable
+    return list(iterable)
+
+
+def chunk_bounds(n_items: int, n_chunks: int) -> list[tuple[int, int]]:
+    """Split ``range(n_items)`` into at most ``n_chunks`` contiguous, near-equal parts."""
+    n_chunks = max(1, min(n_chunks, n_items))
+    edges = np.linspace(0, n_items, n_chunks + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def pack_results(results: list) -> tuple[str, Any]:
+    """Engine side: turn a chunk's results into (kind, data)."""
+    if results and all(type(r) is float for r in results):
+        return PY_FLOAT, np.array(results, dtype=np.float64)
+    if results and all(type(r) is np.float64 for r in results):
+        return NP_FLOAT64, np.array(results, dtype=np.float64)
+    return OBJECTS, results
+
+
+def unpack_results(kind: str, data) -> Sequence:
+    """Client side: rebuild the list the built-in ``map`` would have given."""
+    if kind == PY_FLOAT:
+        return data.tolist()
+    if kind == NP_FLOAT64:
+        return list(data)
+    return data

@@ -1,0 +1,323 @@
+"""IPyParallelPool: the object emcee takes as ``pool=``.
+
+Runs on the client. A map call travels::
+
+    pool.map(func, positions)                       client
+      -> _cache.FunctionCache.get(func)             pickle func once, token it
+      -> _wire.chunk_bounds                         one contiguous chunk per engine
+      -> transport.submit(engine, _engine.evaluate, token, payload|None, chunk)
+           ... engine: _engine.evaluate             unpickle once, cache, evaluate
+      <- transport.wait                             replies in engine order
+      <- _wire.unpack_results                       the list built-in map gives
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any, Callable, Iterable
+
+import cloudpickle
+
+from . import _cluster, _engine
+from ._cache import MAX_ENTRIES, FunctionCache
+from ._wire import as_items, chunk_bounds, unpack_results
+from .exceptions import (
+    EngineSetupError,
+    PoolClosedError,
+    RemoteLogProbError,
+    RemoteTraceback,
+)
+from .transport import IppTransport
+
+log = logging.getLogger("emcee_ipp")
+
+__all__ = ["IPyParallelPool"]
+
+
+class IPyParallelPool:
+    """A pool of ipyparallel engines for ``emcee.EnsembleSampler(pool=...)``.
+
+    The log-prob function and its args are pickled once and cached on every
+    engine; each later ``map`` sends only walker positions, one float64 array
+    per engine.
+
+    Parameters
+    ----------
+    n : int, optional
+        Number of engines of the local cluster the pool starts when no
+        connection argument is given. Default: the number of CPU cores.
+    client : ipyparallel.Client, optional
+        Use the engines of this client's cluster. Left running on close.
+    cluster : ipyparallel.Cluster, optional
+        Use this cluster, starting it if it is not started. Left running on close.
+    profile, cluster_id : str, optional
+        Connect to the running cluster of this IPython profile / cluster id.
+        Left running on close.
+    initializer : callable, optional
+        ``initializer(*initargs)`` runs once on every engine, including
+        engines that register after the pool was created.
+    initargs : tuple
+        Arguments for ``initializer``.
+    timeout : float, optional
+        Seconds a single ``map`` may take before :class:`MapTimeoutError`.
+    blas_threads : int or None
+        BLAS/OpenMP threads per engine of a pool-started cluster (default 1,
+        so ``n`` engines do not oversubscribe the cores). None leaves the
+        environment alone.
+    start_timeout : float
+        Seconds to wait for engines to register (default 60).
+
+    Examples
+    --------
+    >>> with IPyParallelPool(2) as pool:                     # doctest: +SKIP
+    ...     sampler = emcee.EnsembleSampler(32, 3, log_prob, pool=pool)
+    ...     sampler.run_mcmc(p0, 1000)
+    """
+
+    def __init__(
+        self,
+        n: int | None = None,
+        *,
+        client=None,
+        cluster=None,
+        profile: str | None = None,
+        cluster_id: str | None = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple = (),
+        timeout: float | None = None,
+        blas_threads: int | None = 1,
+        start_timeout: float = 60.0,
+    ):
+        self._closed = True  # until fully started, so __del__/close are safe
+        self._owns_cluster = False
+        self._owns_client = False
+        self._cluster = None
+        self._client = None
+        _check_args(n, client, cluster, profile, cluster_id, initializer, timeout)
+        self.timeout = timeout
+        self._cache = FunctionCache()
+        self._ready: set[int] = set()  # engines that passed _prepare
+        self.engine_pids: dict[int, int] = {}
+        self._init_key = uuid.uuid4().hex
+        self._init_payload = None
+        if initializer is not None:
+            self._init_payload = cloudpickle.dumps((initializer, tuple(initargs)))
+
+        if client is None and cluster is None and profile is None and cluster_id is None:
+            n = _cluster.default_n_engines() if n is None else n
+            self._cluster, self._client = _cluster.start_local(
+                n, blas_threads=blas_threads, timeout=start_timeout
+            )
+            self._owns_cluster = self._owns_client = True
+        else:
+            self._client = _cluster.connect(
+                client=client,
+                cluster=cluster,
+                profile=profile,
+                cluster_id=cluster_id,
+                timeout=start_timeout,
+            )
+            self._cluster = cluster
+            self._owns_client = client is None
+            if n is not None:
+                _cluster.wait_for_engines(self._client, n, start_timeout)
+        self._transport = IppTransport(self._client)
+        self._closed = False
+        try:
+            self._engines()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- the map contract --------------------------------------------------
+
+    def map(self, func: Callable[[Any], Any], iterable: Iterable) -> list:
+        """Return ``list(map(func, iterable))``, evaluated on the engines.
+
+        Parameters
+        ----------
+        func : callable
+            The log-prob (emcee passes its ``_FunctionWrapper``). Pickled once
+            and cached on each engine while it stays in the pool's cache.
+        iterable : ndarray of shape (n, ndim), or iterable
+            Walker positions; a float64 array travels as raw buffers, anything
+            else (e.g. emcee's list of dicts for ``parameter_names``) as a list.
+
+        Returns
+        -------
+        list
+            Results in input order, as the built-in ``map`` gives them.
+        """
+        self._check_open()
+        items = as_items(iterable)
+        if len(items) == 0:
+            return []
+        entry = self._cache.get(func)
+        engines = self._engines()
+        bounds = chunk_bounds(len(items), len(engines))
+        targets = engines[: len(bounds)]
+
+        def send(eid, a, b, with_payload):
+            payload = entry.payload if with_payload else None
+            return self._transport.submit(
+                eid, _engine.evaluate, entry.token, payload, items[a:b], MAX_ENTRIES
+            )
+
+        handles = [send(e, a, b, e not in entry.engines) for e, (a, b) in zip(targets, bounds)]
+        replies = self._transport.wait(handles, self.timeout)
+        missed = [i for i, r in enumerate(replies) if r[0] == "miss"]
+        if missed:  # an engine lost its cache (restart, or another pool evicted it)
+            again = [send(targets[i], *bounds[i], True) for i in missed]
+            for i, reply in zip(missed, self._transport.wait(again, self.timeout)):
+                replies[i] = reply
+
+        results: list = []
+        for eid, (a, _), reply in zip(targets, bounds, replies):
+            entry.engines.add(eid)
+            if reply[0] == "error":
+                _, index, type_name, message, tb = reply
+                raise RemoteLogProbError(
+                    eid, items[a + index], type_name, message
+                ) from RemoteTraceback(type_name, message, tb)
+            results.extend(unpack_results(reply[1], reply[2]))
+        return results
+
+    # -- engines -------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """The number of engines currently registered."""
+        self._check_open()
+        return len(self._client.ids)
+
+    @property
+    def transport(self) -> str:
+        """The name of the transport map traffic uses (``"ipp"``)."""
+        return self._transport.name
+
+    @property
+    def client(self):
+        """The ``ipyparallel.Client`` the pool talks through."""
+        return self._client
+
+    @property
+    def cluster(self):
+        """The ``ipyparallel.Cluster`` the pool started or was given, if any."""
+        return self._cluster
+
+    def _engines(self) -> list[int]:
+        """Registered engine ids, preparing any the pool has not seen yet."""
+        ids = list(self._client.ids)
+        new = [e for e in ids if e not in self._ready]
+        if new:
+            self._prepare(new)
+        for gone in self._ready.difference(ids):
+            self._ready.discard(gone)
+            self._cache.forget_engine(gone)
+        if not ids:
+            _cluster.wait_for_engines(self._client, 1, 30.0)
+            return self._engines()
+        return ids
+
+    def _prepare(self, engine_ids: list[int]) -> None:
+        """Import emcee_ipp on each engine and run the initializer there once."""
+        if self._init_payload is None:
+            calls = [self._transport.submit(e, _engine.pid) for e in engine_ids]
+        else:
+            calls = [
+                self._transport.submit(e, _engine.run_initializer, self._init_key, self._init_payload)
+                for e in engine_ids
+            ]
+        for eid, ar in zip(engine_ids, calls):
+            try:
+                self.engine_pids[eid] = self._transport.wait([ar], self._setup_timeout())[0]
+            except Exception as exc:
+                what = "the initializer" if self._init_payload else "the set-up call"
+                raise EngineSetupError(
+                    f"{what} failed on engine {eid}: {exc}. If the error is an "
+                    "ImportError, install emcee_ipp (and your log-prob's "
+                    "modules) in the engines' Python environment."
+                ) from exc
+            self._ready.add(eid)
+
+    def _setup_timeout(self) -> float:
+        return 60.0 if self.timeout is None else max(self.timeout, 60.0)
+
+    def clear_cache(self) -> None:
+        """Forget every cached function, on the client and on every engine."""
+        self._check_open()
+        self._cache.clear()
+        handles = [self._transport.submit(e, _engine.clear_cache) for e in self._client.ids]
+        self._transport.wait(handles, self._setup_timeout())
+
+    # -- life cycle ------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PoolClosedError(
+                "pool is closed: create a new IPyParallelPool to run more work."
+            )
+
+    def close(self) -> None:
+        """Stop the pool; stop its cluster if the pool started it. Idempotent."""
+        if self._closed and self._client is None:
+            return
+        self._closed = True
+        transport = getattr(self, "_transport", None)
+        if transport is not None:
+            transport.close()
+        client, self._client = self._client, None
+        if client is not None and self._owns_client:
+            client.close()
+        if self._owns_cluster and self._cluster is not None:
+            self._cluster.stop_cluster_sync()
+
+    def terminate(self) -> None:
+        """Stop at once; same as :meth:`close` (no work outlives a map call)."""
+        self.close()
+
+    def join(self) -> None:
+        """Return at once: every map call has finished when it returns."""
+
+    def __enter__(self) -> "IPyParallelPool":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # schwimmbad's pool interface, so MPI-style scripts run unchanged.
+    def is_master(self) -> bool:
+        return True
+
+    def is_worker(self) -> bool:
+        return False
+
+    def wait(self) -> None:
+        """Do nothing: there are no worker loops to wait for."""
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return "<IPyParallelPool closed>"
+        return (
+            f"<IPyParallelPool size={len(self._client.ids)} transport={self.transport!r} "
+            f"owns_cluster={self._owns_cluster}>"
+        )
+
+
+def _check_args(n, client, cluster, profile, cluster_id, initializer, timeout) -> None:
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n <= 0):
+        raise ValueError(
+            f"n={n!r}: the number of engines must be a positive integer, or "
+            "None for one engine per CPU core."
+        )
+    given = [k for k, v in [("client", client), ("cluster", cluster)] if v is not None]
+    if profile is not None or cluster_id is not None:
+        given.append("profile/cluster_id")
+    if len(given) > 1:
+        raise ValueError(
+            f"got {' and '.join(given)}: pass only one way to reach a cluster."
+        )
+    if initializer is not None and not callable(initializer):
+        raise TypeError(f"initializer={initializer!r} is not callable.")
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"timeout={timeout!r}: give a positive number of seconds, or None.")
