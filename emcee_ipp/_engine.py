@@ -8,7 +8,7 @@ time an engine sees a function, its cloudpickled bytes::
     ------                                   --------------------
     evaluate(token, payload|None, chunk) ->  _CACHE[token] or cloudpickle.loads(payload)
                                              results = [fn(x) for x in chunk]
-         <- ("ok", kind, data)               pack_results(results)
+         <- ("ok", kind, data, seconds)      pack_results(results), compute time
          <- ("miss",)                        token unknown and no payload sent
          <- ("error", index, type, msg, tb)  fn raised on item ``index``
 
@@ -17,6 +17,7 @@ The cache is module state, so it lives as long as the engine process.
 from __future__ import annotations
 
 import os
+import time
 import traceback
 from collections import OrderedDict
 
@@ -42,13 +43,14 @@ def evaluate(token: str, payload: bytes | None, chunk, max_entries: int = 4):
             _CACHE.popitem(last=False)
     else:
         _CACHE.move_to_end(token)
+    start = time.perf_counter()
     results = []
     for i, x in enumerate(chunk):
         try:
             results.append(fn(x))
         except Exception as exc:  # reported to the client, which re-raises
             return ("error", i, type(exc).__name__, str(exc), traceback.format_exc())
-    return ("ok",) + pack_results(results)
+    return ("ok", *pack_results(results), time.perf_counter() - start)
 
 
 def clear_cache() -> int:

@@ -4,6 +4,7 @@ Runs on the client. A map call travels::
 
     pool.map(func, positions)                       client
       -> _cache.FunctionCache.get(func)             pickle func once, token it
+      -> _chunking.ChunkPolicy                      how many engines are worth a message
       -> _wire.chunk_bounds                         one contiguous chunk per engine
       -> transport.submit(engine, _engine.evaluate, token, payload|None, chunk)
            ... engine: _engine.evaluate             unpickle once, cache, evaluate
@@ -13,6 +14,7 @@ Runs on the client. A map call travels::
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Any, Callable, Iterable
 
@@ -20,6 +22,7 @@ import cloudpickle
 
 from . import _cluster, _engine
 from ._cache import MAX_ENTRIES, FunctionCache
+from ._chunking import ChunkPolicy
 from ._wire import as_items, chunk_bounds, unpack_results
 from .exceptions import (
     EngineSetupError,
@@ -96,6 +99,8 @@ class IPyParallelPool:
         _check_args(n, client, cluster, profile, cluster_id, initializer, timeout)
         self.timeout = timeout
         self._cache = FunctionCache()
+        self._policy = ChunkPolicy()
+        self._next_engine = 0  # round-robin start, so every engine shares the work
         self._ready: set[int] = set()  # engines that passed _prepare
         self.engine_pids: dict[int, int] = {}
         self._init_key = uuid.uuid4().hex
@@ -154,8 +159,11 @@ class IPyParallelPool:
             return []
         entry = self._cache.get(func)
         engines = self._engines()
-        bounds = chunk_bounds(len(items), len(engines))
-        targets = engines[: len(bounds)]
+        bounds = chunk_bounds(len(items), self._policy.n_chunks(len(items), len(engines)))
+        start = self._next_engine % len(engines)
+        targets = (engines[start:] + engines[:start])[: len(bounds)]
+        self._next_engine = start + len(bounds)
+        t0 = time.perf_counter()
 
         def send(eid, a, b, with_payload):
             payload = entry.payload if with_payload else None
@@ -171,6 +179,7 @@ class IPyParallelPool:
             for i, reply in zip(missed, self._transport.wait(again, self.timeout)):
                 replies[i] = reply
 
+        wall = time.perf_counter() - t0
         results: list = []
         for eid, (a, _), reply in zip(targets, bounds, replies):
             entry.engines.add(eid)
@@ -180,6 +189,8 @@ class IPyParallelPool:
                     eid, items[a + index], type_name, message
                 ) from RemoteTraceback(type_name, message, tb)
             results.extend(unpack_results(reply[1], reply[2]))
+        if not missed:  # a refill round trip would distort the estimates
+            self._policy.record(len(items), len(bounds), [r[3] for r in replies], wall)
         return results
 
     # -- engines -------------------------------------------------------------

@@ -1,0 +1,76 @@
+"""Shared fixtures: one pool-owned local cluster and one external cluster.
+
+Every wait is bounded (pytest-timeout in setup.cfg); on a hang, faulthandler
+dumps the stacks, and the finalizers stop what the fixtures started.
+"""
+from __future__ import annotations
+
+import faulthandler
+import os
+import pathlib
+import sys
+
+import pytest
+
+HERE = pathlib.Path(__file__).parent
+
+# Engines are launched with a copy of this environment: let them import the
+# module-level test helpers by reference, and keep BLAS single-threaded.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(HERE)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+)
+faulthandler.enable(file=sys.stderr)
+
+from emcee_ipp import IPyParallelPool  # noqa: E402
+
+N_ENGINES = 2
+TRANSPORTS = ["ipp"]
+
+
+@pytest.fixture(scope="session")
+def ipython_dir(tmp_path_factory):
+    """A private IPYTHONDIR, so profile tests never touch the user's profiles."""
+    path = tmp_path_factory.mktemp("ipython")
+    old = os.environ.get("IPYTHONDIR")
+    os.environ["IPYTHONDIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("IPYTHONDIR", None)
+    else:
+        os.environ["IPYTHONDIR"] = old
+
+
+@pytest.fixture(scope="session")
+def pool():
+    """The shared pool, owning its local cluster of N_ENGINES engines."""
+    p = IPyParallelPool(N_ENGINES)
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="session")
+def external_cluster(ipython_dir):
+    """A cluster the tests start themselves, in a private profile."""
+    import ipyparallel as ipp
+
+    cluster = ipp.Cluster(
+        n=1,
+        profile="emcee_ipp_test",
+        cluster_id="ext",
+        controller_args=["--HeartMonitor.period=300"],
+        log_level=30,
+    )
+    client = cluster.start_and_connect_sync(activate=False)
+    client.close()
+    yield cluster
+    cluster.stop_cluster_sync()
+
+
+@pytest.fixture
+def fresh_pool_on_external(external_cluster):
+    """A pool connected to the external cluster through a client of its own."""
+    client = external_cluster.connect_client_sync()
+    p = IPyParallelPool(client=client)
+    yield p
+    p.close()
+    client.close()

@@ -1,0 +1,116 @@
+"""Log-prob functions and engine-side probes used by the tests.
+
+Module level, so the engines import them by reference; conftest.py puts this
+folder on the engines' PYTHONPATH.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+N_PICKLES = 0  # client side: times a CountingLogProb was pickled
+N_UNPICKLES = 0  # engine side: times one was unpickled in this process
+_ENGINE_VALUE = None
+
+
+def gaussian(x):
+    """An isotropic unit Gaussian, as a Python float."""
+    return float(-0.5 * np.dot(x, x))
+
+
+def gaussian_np(x):
+    """The same, returning a numpy float64."""
+    return -0.5 * np.dot(x, x)
+
+
+def gaussian_with_blobs(x):
+    """Log-prob plus two blobs: the sum of x and this engine's pid."""
+    return -0.5 * float(np.dot(x, x)), float(np.sum(x)), os.getpid()
+
+
+def gaussian_with_sum_blob(x):
+    """Log-prob plus one float blob."""
+    return -0.5 * float(np.dot(x, x)), float(np.sum(x))
+
+
+def gaussian_named(p):
+    """Log-prob taking emcee's dict of named parameters."""
+    return -0.5 * (p["a"] ** 2 + p["b"] ** 2 + p["c"] ** 2)
+
+
+def slow_gaussian_with_pid(x, delay=2e-3):
+    """A costlier log-prob (sleeps ``delay`` s), with the engine pid as a blob."""
+    time.sleep(delay)
+    return -0.5 * float(np.dot(x, x)), os.getpid()
+
+
+def returns_int(x):
+    return int(len(x))
+
+
+def raises_on_negative(x):
+    if x[0] < 0:
+        raise ValueError(f"negative first parameter {x[0]}")
+    return 0.0
+
+
+def bimodal(x, separation=8.0):
+    """Two well-separated unit Gaussians at +-separation/2 along every axis."""
+    a = -0.5 * np.sum((x - separation / 2) ** 2)
+    b = -0.5 * np.sum((x + separation / 2) ** 2)
+    return float(np.logaddexp(a, b))
+
+
+class CountingLogProb:
+    """A Gaussian log-prob that counts how often it is pickled and unpickled."""
+
+    def __init__(self, scale=1.0, data=None):
+        self.scale = scale
+        self.data = data
+
+    def __call__(self, x):
+        return float(-0.5 * np.dot(x, x) / self.scale)
+
+    def __getstate__(self):
+        global N_PICKLES
+        N_PICKLES += 1
+        return self.__dict__
+
+    def __setstate__(self, state):
+        global N_UNPICKLES
+        N_UNPICKLES += 1
+        self.__dict__.update(state)
+
+
+class Offset:
+    """``x -> sum(x) + k``: distinct objects give distinct results."""
+
+    def __init__(self, k):
+        self.k = k
+
+    def __call__(self, x):
+        return float(np.sum(x) + self.k)
+
+
+def n_unpickles() -> int:
+    return N_UNPICKLES
+
+
+def set_engine_value(value, pid_file=None):
+    """An initializer: store ``value`` in this engine's process."""
+    global _ENGINE_VALUE
+    _ENGINE_VALUE = value
+
+
+def read_engine_value(x):
+    return _ENGINE_VALUE
+
+
+def get_engine_value():
+    return _ENGINE_VALUE
+
+
+def failing_initializer():
+    raise RuntimeError("initializer failed on purpose")

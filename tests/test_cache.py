@@ -1,0 +1,70 @@
+"""Per-engine caching: pickled once, never stale, bounded, clearable."""
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+
+import helpers
+from emcee_ipp import _engine
+from emcee_ipp._cache import MAX_ENTRIES
+
+
+def _on_every_engine(pool, fn):
+    return pool.client[:].apply_sync(fn)
+
+
+def test_function_pickled_once_per_engine(pool):
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    big = np.random.default_rng(1).normal(size=1_000_000)  # 8 MB of args
+    f = helpers.CountingLogProb(scale=2.0, data=big)
+    before_client = helpers.N_PICKLES
+    before_engines = _on_every_engine(pool, helpers.n_unpickles)
+    for _ in range(10):
+        got = pool.map(f, x)
+    assert got == [f(r) for r in x]
+    assert helpers.N_PICKLES - before_client == 1
+    after_engines = _on_every_engine(pool, helpers.n_unpickles)
+    deltas = [a - b for a, b in zip(after_engines, before_engines)]
+    assert all(d <= 1 for d in deltas), deltas
+    assert sum(deltas) >= 1
+
+
+def test_every_engine_unpickles_at_most_once_when_all_are_used(pool):
+    x = np.arange(48, dtype=float).reshape(16, 3)
+    f = helpers.CountingLogProb(scale=3.0)
+    before = _on_every_engine(pool, helpers.n_unpickles)
+    pool._policy.item_cost = None  # noqa: SLF001 (force a measuring, all-engine call)
+    for _ in range(5):
+        pool._policy.item_cost = None  # noqa: SLF001
+        assert pool.map(f, x) == [f(r) for r in x]
+    after = _on_every_engine(pool, helpers.n_unpickles)
+    assert [a - b for a, b in zip(after, before)] == [1] * pool.size
+
+
+def test_new_object_reusing_an_id_is_not_stale(pool):
+    x = np.ones((6, 2))
+    seen_ids = []
+    for k in range(3 * MAX_ENTRIES):
+        f = helpers.Offset(k)
+        seen_ids.append(id(f))
+        assert pool.map(f, x) == [2.0 + k] * 6, f"stale result for k={k}"
+        del f
+        gc.collect()
+    # The scenario really happened: some new object reused an old one's id().
+    assert len(set(seen_ids)) < len(seen_ids)
+
+
+def test_cache_is_bounded_and_clearable(pool):
+    x = np.ones((4, 2))
+    keep = [helpers.Offset(100 + k) for k in range(MAX_ENTRIES + 3)]
+    for f in keep:
+        pool.map(f, x)
+    assert len(pool._cache) <= MAX_ENTRIES  # noqa: SLF001
+    for tokens in _on_every_engine(pool, _engine.cached_tokens):
+        assert len(tokens) <= MAX_ENTRIES
+    pool.clear_cache()
+    assert len(pool._cache) == 0  # noqa: SLF001
+    assert all(t == [] for t in _on_every_engine(pool, _engine.cached_tokens))
+    # Still works after clearing: the engines are refilled lazily.
+    assert pool.map(keep[0], x) == [102.0] * 4
