@@ -1,0 +1,110 @@
+"""Workloads and peer pools shared by the benchmarks.
+
+Module level, so engines and multiprocessing workers import the log-probs by
+reference (the benchmarks put this folder on the engines' PYTHONPATH).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+os.environ["PYTHONPATH"] = os.pathsep.join([HERE] + sys.path)
+
+from emcee_ipp import _quickstart as qs  # noqa: E402
+
+
+def busy(theta, seconds):
+    """A CPU-bound log-prob that spins for ``seconds``."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+    return float(-0.5 * np.dot(theta, theta))
+
+
+def sleepy(theta, seconds):
+    """A log-prob that sleeps (waits on I/O) for ``seconds``."""
+    time.sleep(seconds)
+    return float(-0.5 * np.dot(theta, theta))
+
+
+def lnprob_big(theta, x, y, yerr, big):
+    """The quickstart log-prob with a large unused array in its args."""
+    return qs.lnprob(theta, x, y, yerr)
+
+
+@dataclass
+class Workload:
+    name: str
+    fn: object
+    args: tuple
+    nwalkers: int
+    nsteps: int
+    cost_s: float  # seconds per log-prob call (for plots)
+    p0: np.ndarray = field(default=None)
+    # Steps for the slow peers when a full run would take minutes; their
+    # ratio is then per step, and their chain is compared with the serial
+    # chain's first steps (same random state, so the same prefix).
+    peer_steps: int | None = None
+
+    def start(self):
+        if self.p0 is not None:
+            return self.p0
+        return np.random.RandomState(0).normal(size=(self.nwalkers, 3))
+
+
+def workloads(scale: float = 1.0) -> dict[str, Workload]:
+    data = qs.make_data()
+    big = np.random.RandomState(1).rand(50 * 2**20 // 8)  # 50 MiB of float64
+    steps = lambda n: max(2, int(n * scale))  # noqa: E731
+    return {
+        w.name: w
+        for w in [
+            Workload("quickstart", qs.lnprob, data, 100, steps(500), 12e-6, qs.start_positions(100)),
+            Workload("quickstart + 50 MB args", lnprob_big, data + (big,), 100, steps(500), 12e-6,
+                     qs.start_positions(100), peer_steps=steps(10)),
+            Workload("cpu 1 ms", busy, (1e-3,), 32, steps(60), 1e-3),
+            Workload("cpu 10 ms", busy, (1e-2,), 32, steps(8), 1e-2),
+        ]
+    }
+
+
+@contextmanager
+def peer(name: str, n: int, ipp_pool=None):
+    """Yield the ``pool=`` object for the peer ``name`` with ``n`` workers."""
+    if name == "serial":
+        yield None
+    elif name == "multiprocessing.Pool":
+        with multiprocessing.get_context("fork").Pool(n) as p:
+            yield p
+    elif name == "schwimmbad.MultiPool":
+        import schwimmbad
+
+        with schwimmbad.MultiPool(n) as p:
+            yield p
+    elif name == "ipyparallel DirectView":
+        view = ipp_pool.client[:]
+        view.block = True
+        yield view
+    elif name == "IPyParallelPool":
+        yield ipp_pool
+    else:
+        raise ValueError(f"unknown peer {name!r}")
+
+
+# The peers that always run a workload's full step count.
+FULL_LENGTH = ("serial", "IPyParallelPool")
+
+PEERS = [
+    "serial",
+    "multiprocessing.Pool",
+    "schwimmbad.MultiPool",
+    "ipyparallel DirectView",
+    "IPyParallelPool",
+]

@@ -1,0 +1,116 @@
+"""Which pool makes an emcee run fastest, and by how much?
+
+Runs the peers side by side, in one process run, on the same workloads and
+random state: serial, multiprocessing.Pool, schwimmbad.MultiPool, an
+ipyparallel DirectView passed as ``pool=`` (the seed write-up's EDIT), and
+IPyParallelPool. Reports seconds, the ratio to serial (per step, where a slow peer runs
+fewer steps of the same chain), and whether each chain
+is bit-identical to the serial one; writes JSON and a plot of time/serial
+against log-prob cost.
+
+    python benchmarks/bench_pools.py [--engines 2] [--scale 1.0]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import emcee
+import numpy as np
+
+from _workloads import FULL_LENGTH, PEERS, peer, workloads
+from emcee_ipp import IPyParallelPool
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def run_once(w, pool, nsteps):
+    sampler = emcee.EnsembleSampler(w.nwalkers, 3, w.fn, args=w.args, pool=pool)
+    sampler.random_state = np.random.RandomState(7).get_state()
+    t0 = time.perf_counter()
+    sampler.run_mcmc(w.start(), nsteps)
+    return time.perf_counter() - t0, sampler.get_chain()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engines", type=int, default=2)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
+    parser.add_argument("--only", nargs="*", help="workload names to run")
+    args = parser.parse_args()
+    os.makedirs(OUT, exist_ok=True)
+
+    results = []
+    with IPyParallelPool(args.engines) as ipp_pool:
+        for w in workloads(args.scale).values():
+            if args.only and w.name not in args.only:
+                continue
+            reference = None
+            for name in PEERS:
+                nsteps = w.nsteps if name in FULL_LENGTH else (w.peer_steps or w.nsteps)
+                with peer(name, args.engines, ipp_pool) as pool:
+                    seconds, chain = run_once(w, pool, nsteps)
+                if reference is None:
+                    reference, serial_per_step = chain, seconds / nsteps
+                row = dict(
+                    workload=w.name, peer=name, seconds=seconds, nsteps=nsteps,
+                    ratio=seconds / nsteps / serial_per_step,
+                    identical=bool(np.array_equal(chain, reference[:nsteps])),
+                    cost_s=w.cost_s, nwalkers=w.nwalkers,
+                )
+                results.append(row)
+                print(f"{w.name:<26}{name:<24}{nsteps:5d} steps {seconds:8.2f} s"
+                      f" {row['ratio']:7.2f}x serial"
+                      f"  identical={row['identical']}", flush=True)
+
+    meta = dict(engines=args.engines, scale=args.scale, cpus=os.cpu_count(),
+                python=platform.python_version(), when=time.strftime("%Y-%m-%d %H:%M"))
+    with open(os.path.join(OUT, "bench_pools.json"), "w") as f:
+        json.dump(dict(meta=meta, results=results), f, indent=1)
+    print()
+    print(markdown_table(results))
+    plot(results, os.path.join(OUT, "bench_pools.png"))
+
+
+def markdown_table(results) -> str:
+    names = list(dict.fromkeys(r["workload"] for r in results))
+    lines = ["| workload | " + " | ".join(PEERS[1:]) + " |",
+             "|---|" + "---|" * (len(PEERS) - 1)]
+    for wname in names:
+        rows = {r["peer"]: r for r in results if r["workload"] == wname}
+        cells = [f"{rows[p]['ratio']:.2f}" + ("" if rows[p]["identical"] else " (differs)")
+                 for p in PEERS[1:] if p in rows]
+        serial = rows["serial"]
+        lines.append(f"| {wname} (serial {serial['seconds']:.2f} s, {serial['nsteps']} steps) | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(results, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    plain = [r for r in results if "50 MB" not in r["workload"]]
+    for name in PEERS[1:]:
+        pts = sorted((r["cost_s"], r["ratio"]) for r in plain if r["peer"] == name)
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=name, lw=2.5 if name == "IPyParallelPool" else 1.2)
+    ax.axhline(1.0, color="k", lw=0.8, ls="--", label="serial")
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":", label="ideal on 2 cores")
+    ax.set(xscale="log", yscale="log", xlabel="log-prob cost per call (s)",
+           ylabel="wall time / serial (lower is faster)",
+           title="emcee through each pool, 2 cores")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"plot written to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Run the seed's quickstart serially and through IPyParallelPool, side by side.
+
+Runs on the client. Prints wall time, the ratio to serial, whether each chain
+is bit-identical to the serial one, and the posterior per parameter.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import emcee
+import numpy as np
+
+from . import _quickstart as qs
+from .pool import IPyParallelPool
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engines", type=int, default=None, help="engines (default: CPU cores)")
+    parser.add_argument("--steps", type=int, default=1000, help="steps per run (default 1000)")
+    parser.add_argument("--walkers", type=int, default=100, help="walkers (default 100)")
+    parser.add_argument("--burn", type=int, default=None, help="steps discarded (default steps/10)")
+    parser.add_argument("--seed", type=int, default=42, help="random state of the samplers")
+    parser.add_argument("--plot", metavar="FILE.png", help="write a corner plot of the runs")
+    parser.add_argument("--progress", action="store_true", help="show emcee's progress bars")
+
+
+def _sampler(nwalkers, pool):
+    return emcee.EnsembleSampler(nwalkers, 3, qs.lnprob, args=qs.make_data(), pool=pool)
+
+
+def _timed_run(sampler, p0, args):
+    sampler.random_state = np.random.RandomState(args.seed).get_state()
+    t0 = time.perf_counter()
+    sampler.run_mcmc(p0, args.steps, progress=args.progress)
+    return time.perf_counter() - t0
+
+
+def run(args: argparse.Namespace) -> int:
+    burn = args.steps // 10 if args.burn is None else args.burn
+    p0 = qs.start_positions(args.walkers)
+    rows = []
+
+    serial = _sampler(args.walkers, None)
+    t_serial = _timed_run(serial, p0, args)
+    reference = serial.get_chain()
+    rows.append(("serial", t_serial, True, serial.get_chain(discard=burn, flat=True)))
+
+    t0 = time.perf_counter()
+    with IPyParallelPool(args.engines) as pool:
+        t_start = time.perf_counter() - t0
+        print(f"started {pool.size} engines in {t_start:.2f} s")
+        pooled = _sampler(args.walkers, pool)
+        t_pool = _timed_run(pooled, p0, args)
+    same = np.array_equal(pooled.get_chain(), reference)
+    rows.append((f"IPyParallelPool({pool_size(pooled, pool)})", t_pool, same,
+                 pooled.get_chain(discard=burn, flat=True)))
+
+    _print_table(rows, t_serial, args)
+    if args.plot:
+        _corner(rows, args.plot)
+        print(f"corner plot written to {args.plot}")
+    return 0 if all(r[2] for r in rows) else 1
+
+
+def pool_size(sampler, pool) -> str:
+    return f"n={len(pool.engine_pids)}"
+
+
+def _print_table(rows, t_serial, args) -> None:
+    print(f"\nquickstart: {args.walkers} walkers x {args.steps} steps, 3 parameters")
+    print(f"{'run':<24}{'wall s':>8}{'x serial':>10}  identical")
+    for name, t, same, _ in rows:
+        print(f"{name:<24}{t:>8.2f}{t / t_serial:>10.2f}  {same}")
+    print("\nposterior median [16%, 84%]   (true value)")
+    for i, label in enumerate(qs.LABELS):
+        cells = []
+        for name, _, _, flat in rows:
+            lo, med, hi = np.percentile(flat[:, i], [16, 50, 84])
+            cells.append(f"{name.split('(')[0]}: {med:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+        print(f"  {label:<5} " + "   ".join(cells) + f"   ({qs.TRUTH[i]:+.3f})")
+
+
+def _corner(rows, path) -> None:
+    try:
+        import corner
+        import matplotlib
+
+        matplotlib.use("Agg")
+    except ImportError as exc:
+        raise ImportError(
+            "--plot needs corner and matplotlib: pip install 'emcee_ipp[demo]'"
+        ) from exc
+    colors = ["k", "tab:blue", "tab:orange"]
+    fig = None
+    for (name, _, _, flat), color in zip(rows, colors):
+        fig = corner.corner(
+            flat, fig=fig, color=color, labels=list(qs.LABELS), truths=list(qs.TRUTH),
+            hist_kwargs={"density": True}, plot_datapoints=False,
+        )
+    fig.legend(
+        handles=[matplotlib.lines.Line2D([], [], color=c, label=r[0]) for r, c in zip(rows, colors)],
+        loc="upper right",
+    )
+    fig.savefig(path, dpi=100)
