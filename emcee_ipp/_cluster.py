@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
+import warnings
 
 import ipyparallel as ipp
 from traitlets.config import Config
 
+from . import _reaper
 from .exceptions import ClusterNotFoundError, NoEnginesError
 
 log = logging.getLogger("emcee_ipp")
@@ -42,33 +45,69 @@ def default_n_engines() -> int:
         return os.cpu_count() or 1
 
 
-def start_local(n: int, *, blas_threads: int | None, timeout: float):
-    """Start a local cluster of ``n`` engines; return ``(cluster, client)``."""
-    env = {}
-    if blas_threads is not None:
-        env = {var: str(blas_threads) for var in THREAD_ENV_VARS}
-    config = Config()
-    config.LocalEngineSetLauncher.environment = env
-    cluster = ipp.Cluster(
-        n=n,
-        controller_args=list(FAST_CONTROLLER_ARGS),
-        engine_timeout=timeout,
-        log_level=logging.WARNING,
-        config=config,
-    )
-    try:
-        client = cluster.start_and_connect_sync(activate=False)
-    except TimeoutError as exc:
-        cluster.stop_cluster_sync()
-        raise NoEnginesError(
-            f"the local cluster's {n} engines did not all register within "
-            f"timeout={timeout} s. The machine may be overloaded; try a "
-            "smaller n or a larger start_timeout."
-        ) from exc
-    except BaseException:
-        cluster.stop_cluster_sync()
-        raise
-    return cluster, client
+class OwnedCluster:
+    """A local cluster the pool started, with the watchdog that guards it.
+
+    Runs on the client. Every process of the cluster carries the reaper's
+    token in its environment, so :meth:`stop` (and the reaper, if this
+    process dies first) ends exactly those processes.
+    """
+
+    def __init__(self, n: int, *, blas_threads: int | None, timeout: float):
+        self.token = uuid.uuid4().hex
+        self.reaper = _reaper.Reaper(self.token)  # armed before anything starts
+        env = {_reaper.MARKER: self.token}
+        if blas_threads is not None:
+            env.update({var: str(blas_threads) for var in THREAD_ENV_VARS})
+        config = Config()
+        config.LocalControllerLauncher.environment = {_reaper.MARKER: self.token}
+        config.LocalEngineSetLauncher.environment = env
+        self.cluster = ipp.Cluster(
+            n=n,
+            controller_args=list(FAST_CONTROLLER_ARGS),
+            engine_timeout=timeout,
+            log_level=logging.WARNING,
+            config=config,
+        )
+        self.client = None
+        try:
+            self.client = self.cluster.start_and_connect_sync(activate=False)
+        except TimeoutError as exc:
+            self.stop()
+            raise NoEnginesError(
+                f"the local cluster's {n} engines did not all register within "
+                f"timeout={timeout} s. The machine may be overloaded; try a "
+                "smaller n or a larger start_timeout."
+            ) from exc
+        except BaseException:
+            self.stop()
+            raise
+
+    def pids(self) -> list[int]:
+        """Every live process of this cluster (controller, schedulers, engines, nannies)."""
+        return _reaper.marked_pids(self.token)
+
+    def stop(self) -> None:
+        """Stop the cluster and make sure none of its processes is left. Idempotent."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        try:
+            self.cluster.stop_cluster_sync()
+        except Exception as exc:  # still reap below
+            log.warning("stopping the local cluster failed (%s); killing its processes", exc)
+        _reaper.reap(self.token)
+        self.reaper.disarm()
+
+    def stop_unclosed(self, description: str) -> None:
+        """Finalizer of an unclosed pool: warn as Python does for files, then stop."""
+        warnings.warn(
+            f"{description} was never closed; stopping its local cluster now. "
+            "Call pool.close() or use `with IPyParallelPool() as pool:`.",
+            ResourceWarning,
+            stacklevel=2,
+        )
+        self.stop()
 
 
 def connect(*, client=None, cluster=None, profile=None, cluster_id=None, timeout: float):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+import weakref
 from typing import Any, Callable, Iterable
 
 import cloudpickle
@@ -92,7 +93,7 @@ class IPyParallelPool:
         start_timeout: float = 60.0,
     ):
         self._closed = True  # until fully started, so __del__/close are safe
-        self._owns_cluster = False
+        self._owned = None  # the local cluster this pool started, if any
         self._owns_client = False
         self._cluster = None
         self._client = None
@@ -110,10 +111,13 @@ class IPyParallelPool:
 
         if client is None and cluster is None and profile is None and cluster_id is None:
             n = _cluster.default_n_engines() if n is None else n
-            self._cluster, self._client = _cluster.start_local(
-                n, blas_threads=blas_threads, timeout=start_timeout
+            self._owned = _cluster.OwnedCluster(n, blas_threads=blas_threads, timeout=start_timeout)
+            self._cluster, self._client = self._owned.cluster, self._owned.client
+            # Stops the cluster if the pool is garbage-collected or the
+            # interpreter exits without close(); the reaper covers a killed process.
+            self._finalizer = weakref.finalize(
+                self, self._owned.stop_unclosed, f"IPyParallelPool(n={n})"
             )
-            self._owns_cluster = self._owns_client = True
         else:
             self._client = _cluster.connect(
                 client=client,
@@ -212,6 +216,11 @@ class IPyParallelPool:
         return self._client
 
     @property
+    def owns_cluster(self) -> bool:
+        """True if the pool started its cluster (and stops it on close)."""
+        return self._owned is not None
+
+    @property
     def cluster(self):
         """The ``ipyparallel.Cluster`` the pool started or was given, if any."""
         return self._cluster
@@ -278,10 +287,11 @@ class IPyParallelPool:
         if transport is not None:
             transport.close()
         client, self._client = self._client, None
-        if client is not None and self._owns_client:
+        if self._owned is not None:
+            self._finalizer.detach()
+            self._owned.stop()
+        elif client is not None and self._owns_client:
             client.close()
-        if self._owns_cluster and self._cluster is not None:
-            self._cluster.stop_cluster_sync()
 
     def terminate(self) -> None:
         """Stop at once; same as :meth:`close` (no work outlives a map call)."""
@@ -311,7 +321,7 @@ class IPyParallelPool:
             return "<IPyParallelPool closed>"
         return (
             f"<IPyParallelPool size={len(self._client.ids)} transport={self.transport!r} "
-            f"owns_cluster={self._owns_cluster}>"
+            f"owns_cluster={self._owned is not None}>"
         )
 
 

@@ -9,6 +9,7 @@ import faulthandler
 import os
 import pathlib
 import sys
+import uuid
 
 import pytest
 
@@ -74,3 +75,43 @@ def fresh_pool_on_external(external_cluster):
     yield p
     p.close()
     client.close()
+
+
+# -- the suite leaves no process behind ----------------------------------------
+
+# Every process the suite starts (clusters, engines, owner scripts, reapers)
+# inherits this variable, so the check below finds exactly the suite's own.
+SESSION_VAR = "EMCEE_IPP_TEST_SESSION"
+os.environ[SESSION_VAR] = uuid.uuid4().hex
+
+
+def _our_live_pids() -> list[int]:
+    from emcee_ipp._reaper import marked_pids
+
+    return [p for p in marked_pids(os.environ[SESSION_VAR], SESSION_VAR) if not _zombie(p)]
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if a process started by the suite survives it."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + 10  # stop_cluster's own SIGTERM grace is shorter
+    while (left := _our_live_pids()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if left:
+        for pid in left:  # carries this session's token: ours to end
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        sys.stderr.write(f"\nERROR: the test suite left processes behind: {sorted(left)}\n")
+        session.exitstatus = 1

@@ -45,14 +45,18 @@ def test_every_engine_unpickles_at_most_once_when_all_are_used(pool):
 def test_new_object_reusing_an_id_is_not_stale(pool):
     x = np.ones((6, 2))
     seen_ids = []
-    for k in range(3 * MAX_ENTRIES):
+    for k in range(60):
         f = helpers.Offset(k)
         seen_ids.append(id(f))
         assert pool.map(f, x) == [2.0 + k] * 6, f"stale result for k={k}"
         del f
+        # Drop the client's entry (and so its reference) but not the engines':
+        # the next Offset often lands at the freed address, while the engines
+        # still hold the old function under the old token.
+        pool._cache.clear()  # noqa: SLF001
         gc.collect()
-    # The scenario really happened: some new object reused an old one's id().
-    assert len(set(seen_ids)) < len(seen_ids)
+    # The scenario really happened: new objects reused old ones' id().
+    assert len(set(seen_ids)) <= len(seen_ids) - 3
 
 
 def test_cache_is_bounded_and_clearable(pool):

@@ -1,0 +1,132 @@
+"""A pool's own cluster never outlives the process that started it."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from emcee_ipp import IPyParallelPool
+
+SCRIPT = pathlib.Path(__file__).with_name("owner_script.py")
+# The reaper notices a closed pipe at once and a dead owner within 0.5 s, then
+# gives SIGTERM 2 s before SIGKILL: everything is gone well within 10 s.
+BOUND_S = 10.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_gone(pids, bound=BOUND_S) -> tuple[float, list[int]]:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < bound:
+        left = [p for p in pids if _alive(p)]
+        if not left:
+            return time.monotonic() - t0, []
+        time.sleep(0.05)
+    return time.monotonic() - t0, [p for p in pids if _alive(p)]
+
+
+def _start_owner(mode):
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), mode],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    line = proc.stdout.readline()
+    if not line:
+        pytest.fail(f"owner script failed to start: {_finish(proc)}")
+    info = json.loads(line)
+    # controller + its schedulers + 2 engines (+ nannies): a real cluster.
+    assert len(info["pids"]) >= 3, info
+    assert all(_alive(p) for p in info["pids"])
+    return proc, info
+
+
+def _finish(proc) -> str:
+    """Reap the owner subprocess and close its pipes; return its stderr."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=10)
+    stderr = proc.stderr.read()
+    proc.stdout.close()
+    proc.stderr.close()
+    return stderr
+
+
+def _kill_leftovers(pids):
+    for pid in pids:  # only processes this test's owner started
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_owner_killed_cluster_is_stopped(sig):
+    proc, info = _start_owner("sleep")
+    os.kill(proc.pid, sig)
+    _finish(proc)
+    elapsed, left = _wait_gone(info["pids"] + [info["reaper"]])
+    _kill_leftovers(left)
+    assert not left, f"still alive {elapsed:.1f} s after the owner died: {left}"
+
+
+@pytest.mark.timeout(90)
+def test_interpreter_exit_without_close_stops_cluster():
+    proc, info = _start_owner("exit")
+    proc.wait(timeout=30)
+    _finish(proc)
+    elapsed, left = _wait_gone(info["pids"] + [info["reaper"]])
+    _kill_leftovers(left)
+    assert not left, f"still alive {elapsed:.1f} s after exit: {left}"
+
+
+@pytest.mark.timeout(90)
+def test_unclosed_pool_collected_warns_and_stops_cluster():
+    proc, info = _start_owner("gc")
+    try:
+        assert proc.stdout.readline().strip() == "collected"
+        # The owner is still alive: only the finalizer can have stopped them.
+        elapsed, left = _wait_gone(info["pids"])
+        assert proc.poll() is None
+    finally:
+        stderr = _finish(proc)
+    _kill_leftovers(left)
+    assert not left, f"still alive {elapsed:.1f} s after collection: {left}"
+    assert "ResourceWarning" in stderr and "never closed" in stderr, stderr
+
+
+@pytest.mark.timeout(60)
+def test_close_leaves_no_process(external_cluster):
+    pool = IPyParallelPool(1)
+    pids = pool._owned.pids()  # noqa: SLF001
+    assert pids
+    pool.close()
+    elapsed, left = _wait_gone(pids, bound=5.0)
+    assert not left
+
+
+def test_connected_cluster_is_never_touched(external_cluster):
+    client = external_cluster.connect_client_sync()
+    try:
+        engine_pids = client[:].apply_sync(os.getpid)
+        pool = IPyParallelPool(client=client)
+        assert not pool.owns_cluster
+        pool.close()
+        del pool
+        time.sleep(0.5)
+        assert all(_alive(p) for p in engine_pids)
+        assert len(client[:].apply_sync(os.getpid)) == len(engine_pids)
+    finally:
+        client.close()
