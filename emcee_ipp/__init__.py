@@ -14,11 +14,16 @@ from .exceptions import (
     SerializationError,
 )
 from .pool import IPyParallelPool
+from .result import EnsembleResult, SplitResult
+from .split import run_split
 
 __version__ = "0.1.0"
 
 __all__ = [
     "IPyParallelPool",
+    "run_split",
+    "SplitResult",
+    "EnsembleResult",
     "EmceeIppError",
     "PoolClosedError",
     "NoEnginesError",

@@ -1,0 +1,119 @@
+"""One independent emcee ensemble, run on an engine for ``run_split``.
+
+Runs on the engine. The client sends a pickled recipe of the user's sampler,
+the ensemble's index, start and random state; the engine builds its own
+``EnsembleSampler``, steps it to the target iteration (writing every step to
+its own HDF5 file when one is given), publishes progress as it goes, and
+returns the arrays::
+
+    client (split.py)                           engine (this module)
+    -----------------                           --------------------
+    run_ensemble(recipe, start, rng_state, ->   EnsembleSampler(**recipe, backend=file)
+                 target, path)                  resume from the file, or start fresh
+         <- data_message {"steps": k}           every PROGRESS_S while sampling
+         <- dict of arrays                      chain, log_prob, blobs, accepted, ...
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import cloudpickle
+import emcee
+import numpy as np
+
+# Progress messages cost an IOPub message each; a few per second per engine
+# keeps the bar live without loading the controller.
+PROGRESS_S = 0.25
+
+
+def sampler_recipe(sampler: emcee.EnsembleSampler) -> bytes:
+    """Client side: what an engine needs to rebuild ``sampler``, pickled.
+
+    Reads the sampler; never changes it.
+    """
+    wrapper = sampler.log_prob_fn
+    recipe = dict(
+        nwalkers=sampler.nwalkers,
+        ndim=sampler.ndim,
+        log_prob_fn=wrapper.f,
+        args=wrapper.args,
+        kwargs=wrapper.kwargs,
+        moves=list(zip(sampler._moves, sampler._weights)),
+        blobs_dtype=sampler.blobs_dtype,
+        vectorize=sampler.vectorize,
+        parameter_names=sampler.parameter_names if sampler.params_are_named else None,
+    )
+    return cloudpickle.dumps(recipe)
+
+
+def open_backend(path: str) -> emcee.backends.HDFBackend:
+    """The HDF5 file of one ensemble, readable and writable by its owner only."""
+    try:
+        import h5py
+    except ImportError as exc:
+        raise ImportError(
+            "run_split(backend_dir=...) needs h5py on the engines: "
+            "pip install 'emcee_ipp[hdf5]'"
+        ) from exc
+    if not os.path.exists(path):
+        # Create it 0600 before HDF5 writes a byte; truncating keeps the mode.
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        h5py.File(path, "w").close()
+    return emcee.backends.HDFBackend(path, name="mcmc")
+
+
+def run_ensemble(recipe_bytes: bytes, start, rng_state, target: int, path: str | None) -> dict:
+    """Step one ensemble until its backend holds ``target`` iterations."""
+    recipe = cloudpickle.loads(recipe_bytes)
+    backend = open_backend(path) if path else emcee.backends.Backend()
+    resuming = path is not None and backend.initialized and backend.iteration > 0
+    if not resuming:
+        backend.reset(recipe["nwalkers"], recipe["ndim"])
+    sampler = emcee.EnsembleSampler(
+        recipe["nwalkers"], recipe["ndim"], recipe["log_prob_fn"],
+        args=recipe["args"], kwargs=recipe["kwargs"], moves=recipe["moves"],
+        blobs_dtype=recipe["blobs_dtype"], vectorize=recipe["vectorize"],
+        parameter_names=recipe["parameter_names"], backend=backend,
+    )
+    if resuming:
+        state = backend.get_last_sample()  # carries the stored random state
+    else:
+        state = emcee.State(np.array(start, dtype=float), random_state=rng_state)
+    remaining = target - backend.iteration
+    if remaining > 0:
+        _sample(sampler, state, remaining, done_before=backend.iteration)
+    return _arrays(backend)
+
+
+def _sample(sampler, state, n: int, done_before: int) -> None:
+    publish = _publisher()
+    last = time.monotonic()
+    for k, _ in enumerate(sampler.sample(state, iterations=n), start=1):
+        now = time.monotonic()
+        if now - last >= PROGRESS_S or k == n:
+            publish({"steps": done_before + k})
+            last = now
+
+
+def _publisher():
+    try:
+        from ipyparallel.datapub import publish_data
+
+        publish_data({"steps": 0})  # fails outside an engine
+        return publish_data
+    except Exception:
+        return lambda data: None
+
+
+def _arrays(backend) -> dict:
+    blobs = backend.get_blobs()
+    return dict(
+        chain=backend.get_chain(),
+        log_prob=backend.get_log_prob(),
+        blobs=blobs,
+        accepted=np.asarray(backend.accepted),
+        random_state=backend.random_state,
+        iteration=backend.iteration,
+        pid=os.getpid(),
+    )

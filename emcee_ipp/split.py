@@ -1,0 +1,267 @@
+"""run_split: independent emcee ensembles on the engines, collected into one result.
+
+Runs on the client. Each ensemble is one task; tasks wait in a queue and go
+to engines as they become free::
+
+    run_split
+      -> _ensemble.sampler_recipe(sampler)      read the user's sampler, once
+      -> SeedSequence(seed).spawn(n)            one random stream per ensemble
+      -> _Scheduler.run                         queue -> idle engines
+           engine: _ensemble.run_ensemble       its own sampler, its own file
+           <- progress (IOPub data messages)    one tqdm bar for all ensembles
+           <- arrays, or EngineError            a lost engine's ensemble is
+                                                queued again: from its file, or
+                                                from its start (same stream)
+      <- result.SplitResult                     ensembles side by side
+"""
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import time
+from collections import deque
+
+import emcee
+import numpy as np
+from ipyparallel import error as ipp_error
+
+from . import _ensemble
+from .exceptions import EmceeIppError, RemoteTraceback
+from .pool import IPyParallelPool
+from .result import EnsembleResult, SplitResult, backend_from_arrays
+
+__all__ = ["run_split"]
+
+FILE_PATTERN = "ensemble_{:04d}.h5"
+# An ensemble whose engine dies is started again elsewhere; a log-prob that
+# kills every engine it touches must not loop forever.
+MAX_ATTEMPTS = 3
+POLL_S = 0.05
+
+
+def run_split(
+    pool: IPyParallelPool,
+    sampler: emcee.EnsembleSampler,
+    initial_state,
+    nsteps: int,
+    *,
+    n_ensembles: int | None = None,
+    seed=None,
+    backend_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> SplitResult:
+    """Run independent copies of ``sampler`` on the engines and collect them.
+
+    Parameters
+    ----------
+    pool : IPyParallelPool
+        Its engines run the ensembles, one at a time each.
+    sampler : emcee.EnsembleSampler
+        A template: its log-prob, args, kwargs, moves, blobs settings and
+        parameter names are reused; its pool is ignored. It is not changed.
+    initial_state : array_like or None
+        Shape ``(nwalkers, ndim)``: every ensemble starts there. Shape
+        ``(n_ensembles, nwalkers, ndim)``: one start each. None: continue
+        the run saved in ``backend_dir``.
+    nsteps : int
+        Steps to add to each ensemble.
+    n_ensembles : int, optional
+        Default: ``pool.size`` (or the number of files when resuming). More
+        ensembles than engines are queued.
+    seed : int or numpy.random.SeedSequence, optional
+        Ensemble ``i`` draws from ``SeedSequence(seed).spawn(n)[i]``, so the
+        same seed gives the same result on any number of engines.
+    backend_dir : path, optional
+        One emcee HDFBackend file per ensemble, written every step; a crash
+        loses at most the step in flight, and ``initial_state=None`` resumes.
+    progress : bool
+        One tqdm bar counting steps across all ensembles.
+
+    Returns
+    -------
+    SplitResult
+    """
+    _check_inputs(pool, sampler, nsteps, n_ensembles)
+    paths, done = None, None
+    if backend_dir is not None:
+        backend_dir = os.fspath(backend_dir)
+    if initial_state is None:
+        paths, done = _saved_run(backend_dir, n_ensembles, sampler)
+        n = len(paths)
+        starts = [None] * n
+    else:
+        n = n_ensembles or pool.size
+        starts = _starts(initial_state, n, sampler)
+        done = [0] * n
+        if backend_dir is not None:
+            paths = _fresh_paths(backend_dir, n)
+    seeds = np.random.SeedSequence(seed).spawn(n)
+    rng_states = [np.random.RandomState(np.random.MT19937(s)).get_state() for s in seeds]
+    tasks = [
+        (starts[i], rng_states[i], done[i] + nsteps, paths[i] if paths else None)
+        for i in range(n)
+    ]
+    scheduler = _Scheduler(pool, _ensemble.sampler_recipe(sampler), tasks, done, progress)
+    arrays, engines = scheduler.run()
+    ensembles = [
+        EnsembleResult(i, engines[i], seeds[i], backend_from_arrays(arrays[i]),
+                       paths[i] if paths else None)
+        for i in range(n)
+    ]
+    names = sampler.parameter_names if sampler.params_are_named else None
+    return SplitResult(ensembles, parameter_names=names)
+
+
+class _Scheduler:
+    """Hands ensemble tasks to idle engines and collects them (client side)."""
+
+    def __init__(self, pool, recipe, tasks, done, progress):
+        self.pool = pool
+        self.recipe = recipe
+        self.tasks = tasks
+        self.steps = list(done)  # steps each ensemble holds, as last reported
+        self.attempts = [0] * len(tasks)
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            total = sum(t[2] - d for t, d in zip(tasks, done))
+            self.bar = tqdm(total=total, unit="step", desc=f"run_split x{len(tasks)}")
+        self._base = list(done)
+
+    def run(self):
+        queue = deque(range(len(self.tasks)))
+        running: dict[int, tuple[int, object]] = {}  # engine id -> (ensemble, AsyncResult)
+        arrays, engines = {}, {}
+        try:
+            while queue or running:
+                for eid in self.pool._engines():  # noqa: SLF001 (prepares new engines)
+                    if queue and eid not in running:
+                        i = queue.popleft()
+                        self.attempts[i] += 1
+                        view = self.pool.client.direct_view(eid)
+                        running[eid] = (i, view.apply_async(_ensemble.run_ensemble, self.recipe, *self.tasks[i]))
+                time.sleep(POLL_S)
+                for eid, (i, ar) in list(running.items()):
+                    self._progress(i, ar)
+                    if not ar.ready():
+                        continue
+                    del running[eid]
+                    try:
+                        arrays[i] = ar.get(0)
+                        engines[i] = eid
+                        self._set_steps(i, self.tasks[i][2])
+                    except ipp_error.EngineError as exc:
+                        self._requeue_lost(i, eid, exc, queue)
+                    except ipp_error.RemoteError as exc:
+                        raise _remote_failure(i, eid, exc) from RemoteTraceback(
+                            exc.ename, exc.evalue, exc.traceback or ""
+                        )
+        except KeyboardInterrupt:
+            self._interrupt(running)
+            raise
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+        return arrays, engines
+
+    def _requeue_lost(self, i, eid, exc, queue):
+        if self.attempts[i] >= MAX_ATTEMPTS:
+            raise EmceeIppError(
+                f"ensemble {i} lost its engine {MAX_ATTEMPTS} times (last: engine "
+                f"{eid}: {exc}); its log-prob may crash the engine process. Its "
+                "file, if any, holds every step saved so far."
+            ) from exc
+        queue.appendleft(i)
+
+    def _progress(self, i, ar):
+        data = ar.data if isinstance(ar.data, dict) else {}
+        if "steps" in data:
+            self._set_steps(i, data["steps"])
+
+    def _set_steps(self, i, steps):
+        if self.bar is not None and steps > self.steps[i]:
+            self.bar.update(steps - self.steps[i])
+        self.steps[i] = max(self.steps[i], steps)
+
+    def _interrupt(self, running):
+        if running:
+            try:
+                self.pool.client.send_signal(signal.SIGINT, targets=list(running), block=False)
+            except Exception:  # the interrupt itself must win
+                pass
+
+
+def _remote_failure(i, eid, exc) -> EmceeIppError:
+    return EmceeIppError(
+        f"ensemble {i} failed on engine {eid}: {exc.ename}: {exc.evalue}. "
+        "The remote traceback is attached as __cause__."
+    )
+
+
+def _check_inputs(pool, sampler, nsteps, n_ensembles) -> None:
+    if not isinstance(pool, IPyParallelPool):
+        raise TypeError(f"pool={pool!r}: run_split needs an emcee_ipp.IPyParallelPool.")
+    if not isinstance(sampler, emcee.EnsembleSampler):
+        raise TypeError(f"sampler={sampler!r}: pass an emcee.EnsembleSampler to copy.")
+    if not isinstance(nsteps, (int, np.integer)) or isinstance(nsteps, bool) or nsteps < 1:
+        raise ValueError(f"nsteps={nsteps!r}: give a positive number of steps to add.")
+    if n_ensembles is not None and (
+        not isinstance(n_ensembles, (int, np.integer)) or n_ensembles < 1
+    ):
+        raise ValueError(f"n_ensembles={n_ensembles!r}: give a positive integer, or None.")
+
+
+def _starts(initial_state, n, sampler) -> list[np.ndarray]:
+    shape = (sampler.nwalkers, sampler.ndim)
+    state = np.asarray(initial_state, dtype=float)
+    if state.shape == shape:
+        return [state] * n
+    if state.shape == (n,) + shape:
+        return list(state)
+    raise ValueError(
+        f"initial_state has shape {state.shape}; expected {shape} (one start for "
+        f"every ensemble) or {(n,) + shape} (one per ensemble, n_ensembles={n})."
+    )
+
+
+def _fresh_paths(backend_dir: str, n: int) -> list[str]:
+    os.makedirs(backend_dir, mode=0o700, exist_ok=True)
+    paths = [os.path.join(backend_dir, FILE_PATTERN.format(i)) for i in range(n)]
+    existing = [p for p in paths if os.path.exists(p)]
+    if existing:
+        raise FileExistsError(
+            f"backend_dir={backend_dir!r} already holds a run ({os.path.basename(existing[0])}"
+            f"{' and more' if len(existing) > 1 else ''}). Pass initial_state=None to "
+            "continue it, or choose an empty directory."
+        )
+    return paths
+
+
+def _saved_run(backend_dir, n_ensembles, sampler) -> tuple[list[str], list[int]]:
+    if backend_dir is None:
+        raise ValueError(
+            "initial_state=None resumes a run saved in backend_dir, but backend_dir "
+            "is None. Pass a start of shape (nwalkers, ndim), or the backend_dir "
+            "of an earlier run."
+        )
+    paths = sorted(glob.glob(os.path.join(backend_dir, "ensemble_*.h5")))
+    if n_ensembles is not None:
+        paths = paths[:n_ensembles]
+    if not paths or (n_ensembles is not None and len(paths) < n_ensembles):
+        raise FileNotFoundError(
+            f"backend_dir={backend_dir!r} holds {len(paths)} ensemble files"
+            f"{'' if n_ensembles is None else f', {n_ensembles} needed'}: nothing to "
+            "resume. Start a run with an initial_state first."
+        )
+    done = []
+    for path in paths:
+        backend = emcee.backends.HDFBackend(path, name="mcmc", read_only=True)
+        if backend.initialized and backend.shape != (sampler.nwalkers, sampler.ndim):
+            raise ValueError(
+                f"{path} holds walkers of shape {backend.shape}, the sampler has "
+                f"{(sampler.nwalkers, sampler.ndim)}; use a matching sampler."
+            )
+        done.append(backend.iteration if backend.initialized else 0)
+    return paths, done
