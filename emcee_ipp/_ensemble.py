@@ -80,10 +80,10 @@ def run_ensemble(recipe_bytes: bytes, start, rng_state, target: int, path: str |
         state = backend.get_last_sample()  # carries the stored random state
     else:
         state = emcee.State(np.array(start, dtype=float), random_state=rng_state)
-    remaining = target - backend.iteration
-    if remaining > 0:
-        _sample(sampler, state, remaining, done_before=backend.iteration)
-    return _arrays(backend)
+    resumed_from = backend.iteration
+    if target > resumed_from:
+        _sample(sampler, state, target - resumed_from, done_before=resumed_from)
+    return dict(_arrays(backend), resumed_from=resumed_from)
 
 
 def _sample(sampler, state, n: int, done_before: int) -> None:

@@ -32,6 +32,10 @@ class EnsembleResult:
         Its samples, with emcee's ``get_chain``, ``get_autocorr_time``, ...
     path : str or None
         Its HDF5 file, when ``backend_dir`` was given.
+    restarts : int
+        How often it was started again because its engine was lost.
+    resumed_from : int
+        The step its last attempt continued from (0: from the start).
     """
 
     index: int
@@ -39,6 +43,8 @@ class EnsembleResult:
     seed: np.random.SeedSequence
     backend: emcee.backends.Backend
     path: Optional[str] = None
+    restarts: int = 0
+    resumed_from: int = 0
 
 
 def backend_from_arrays(arrays: dict) -> emcee.backends.Backend:

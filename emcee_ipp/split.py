@@ -106,7 +106,8 @@ def run_split(
     arrays, engines = scheduler.run()
     ensembles = [
         EnsembleResult(i, engines[i], seeds[i], backend_from_arrays(arrays[i]),
-                       paths[i] if paths else None)
+                       paths[i] if paths else None, restarts=scheduler.attempts[i] - 1,
+                       resumed_from=arrays[i]["resumed_from"])
         for i in range(n)
     ]
     names = sampler.parameter_names if sampler.params_are_named else None
@@ -122,6 +123,7 @@ class _Scheduler:
         self.tasks = tasks
         self.steps = list(done)  # steps each ensemble holds, as last reported
         self.attempts = [0] * len(tasks)
+        self.lost: set[int] = set()  # engines that died during this run
         self.bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -137,11 +139,12 @@ class _Scheduler:
         try:
             while queue or running:
                 for eid in self.pool._engines():  # noqa: SLF001 (prepares new engines)
-                    if queue and eid not in running:
+                    if queue and eid not in running and eid not in self.lost:
                         i = queue.popleft()
                         self.attempts[i] += 1
                         view = self.pool.client.direct_view(eid)
-                        running[eid] = (i, view.apply_async(_ensemble.run_ensemble, self.recipe, *self.tasks[i]))
+                        ar = view.apply_async(_ensemble.run_ensemble, self.recipe, *self.tasks[i])
+                        running[eid] = (i, ar)
                 time.sleep(POLL_S)
                 for eid, (i, ar) in list(running.items()):
                     self._progress(i, ar)
@@ -152,12 +155,13 @@ class _Scheduler:
                         arrays[i] = ar.get(0)
                         engines[i] = eid
                         self._set_steps(i, self.tasks[i][2])
-                    except ipp_error.EngineError as exc:
+                    except (ipp_error.EngineError, ipp_error.RemoteError) as exc:
+                        if not _engine_lost(exc):
+                            raise _remote_failure(i, eid, exc) from RemoteTraceback(
+                                exc.ename, exc.evalue, exc.traceback or ""
+                            )
+                        self.lost.add(eid)  # ipyparallel drops it from client.ids soon
                         self._requeue_lost(i, eid, exc, queue)
-                    except ipp_error.RemoteError as exc:
-                        raise _remote_failure(i, eid, exc) from RemoteTraceback(
-                            exc.ename, exc.evalue, exc.traceback or ""
-                        )
         except KeyboardInterrupt:
             self._interrupt(running)
             raise
@@ -191,6 +195,11 @@ class _Scheduler:
                 self.pool.client.send_signal(signal.SIGINT, targets=list(running), block=False)
             except Exception:  # the interrupt itself must win
                 pass
+
+
+def _engine_lost(exc) -> bool:
+    """ipyparallel reports a dead engine as EngineError, or as a RemoteError named so."""
+    return isinstance(exc, ipp_error.EngineError) or getattr(exc, "ename", "") == "EngineError"
 
 
 def _remote_failure(i, eid, exc) -> EmceeIppError:

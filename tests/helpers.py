@@ -114,3 +114,9 @@ def get_engine_value():
 
 def failing_initializer():
     raise RuntimeError("initializer failed on purpose")
+
+
+def sleepy_gaussian(x, delay=5e-4):
+    """A Gaussian log-prob slow enough to kill an engine in the middle of a run."""
+    time.sleep(delay)
+    return float(-0.5 * np.dot(x, x))

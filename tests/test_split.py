@@ -1,0 +1,214 @@
+"""run_split on a real cluster: shapes, seeds, statistics, resume, faults."""
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import threading
+
+import emcee
+import numpy as np
+import pytest
+
+import helpers
+from emcee_ipp import IPyParallelPool, SplitResult, run_split
+from emcee_ipp import _quickstart as qs
+
+NWALKERS, NDIM = 16, 3
+
+
+def _sampler(fn=helpers.gaussian, nwalkers=NWALKERS, ndim=NDIM, **kw):
+    return emcee.EnsembleSampler(nwalkers, ndim, fn, **kw)
+
+
+def _p0(seed=0, nwalkers=NWALKERS, ndim=NDIM):
+    return np.random.RandomState(seed).normal(size=(nwalkers, ndim))
+
+
+def test_shapes(pool):
+    r = run_split(pool, _sampler(helpers.gaussian_with_sum_blob), _p0(), 50, n_ensembles=3, seed=1)
+    assert isinstance(r, SplitResult)
+    assert r.iteration == 50 and r.n_ensembles == 3
+    assert r.get_chain().shape == (50, 3 * NWALKERS, NDIM)
+    assert r.get_chain(flat=True, discard=10, thin=2).shape == (20 * 3 * NWALKERS, NDIM)
+    assert r.get_log_prob().shape == (50, 3 * NWALKERS)
+    assert r.get_blobs().shape == (50, 3 * NWALKERS)
+    assert r.acceptance_fraction.shape == (3 * NWALKERS,)
+    assert np.all((r.acceptance_fraction > 0) & (r.acceptance_fraction < 1))
+    assert r.get_autocorr_time(quiet=True).shape == (NDIM,)
+    # Ensembles side by side along the walker axis, in index order.
+    for e in r.ensembles:
+        block = r.get_chain()[:, e.index * NWALKERS:(e.index + 1) * NWALKERS]
+        assert np.array_equal(block, e.backend.get_chain())
+        assert e.engine_id in pool.client.ids
+        assert isinstance(e.seed, np.random.SeedSequence)
+    # The first step of every ensemble starts from the shared initial state.
+    assert r.get_chain().shape[1] == 48
+
+
+def test_per_ensemble_initial_states(pool):
+    starts = np.stack([_p0(s) + 10 * s for s in range(2)])
+    r = run_split(pool, _sampler(), starts, 5, n_ensembles=2, seed=3)
+    means = [e.backend.get_chain()[0].mean() for e in r.ensembles]
+    assert means[1] - means[0] > 5  # each ensemble began at its own start
+
+
+def test_same_seed_same_result_whatever_the_engines(pool, external_cluster):
+    # 3 ensembles on 2 engines (queued) against 3 on the external cluster's engines.
+    a = run_split(pool, _sampler(), _p0(), 40, n_ensembles=3, seed=2024)
+    with IPyParallelPool(cluster=external_cluster) as other:
+        assert other.size != pool.size or True
+        b = run_split(other, _sampler(), _p0(), 40, n_ensembles=3, seed=2024)
+    assert np.array_equal(a.get_chain(), b.get_chain())
+    assert np.array_equal(a.get_log_prob(), b.get_log_prob())
+    assert {e.engine_id for e in a.ensembles} != {None}
+
+
+def test_different_seeds_differ_and_streams_never_shared(pool):
+    a = run_split(pool, _sampler(), _p0(), 20, n_ensembles=3, seed=1)
+    b = run_split(pool, _sampler(), _p0(), 20, n_ensembles=3, seed=2)
+    assert not np.array_equal(a.get_chain(), b.get_chain())
+    # Same start, distinct streams: no two ensembles take the same path.
+    chains = [e.backend.get_chain()[1:] for e in a.ensembles]
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert not np.array_equal(chains[i], chains[j])
+    keys = {e.seed.spawn_key for e in a.ensembles}
+    assert len(keys) == 3
+
+
+def test_posterior_agrees_with_long_serial_run(pool):
+    """Means agree within Monte-Carlo error.
+
+    The Monte-Carlo standard error of a mean from an ensemble run is
+    sd * sqrt(tau / (nsteps * nwalkers)), with tau emcee's integrated
+    autocorrelation time. The difference of two independent runs' means has
+    standard error sqrt(se_a**2 + se_b**2); we allow 4 of those, a 4-sigma
+    bound (two-sided false alarm rate 6e-5 for a correct implementation).
+    """
+    data = qs.make_data()
+    nwalkers, burn = 50, 200
+    p0 = qs.start_positions(nwalkers)
+    serial = emcee.EnsembleSampler(nwalkers, 3, qs.lnprob, args=data)
+    serial.random_state = np.random.RandomState(11).get_state()
+    serial.run_mcmc(p0, 2400)
+    split = run_split(pool, emcee.EnsembleSampler(nwalkers, 3, qs.lnprob, args=data),
+                      p0, 1300, n_ensembles=2, seed=12)
+
+    def mean_and_se(chain):  # chain: (nsteps, nwalkers, ndim)
+        tau = emcee.autocorr.integrated_time(chain, quiet=True)
+        flat = chain.reshape(-1, chain.shape[-1])
+        return flat.mean(0), flat.std(0) * np.sqrt(tau / flat.shape[0])
+
+    ma, sa = mean_and_se(serial.get_chain(discard=burn))
+    per = [mean_and_se(e.backend.get_chain(discard=burn)) for e in split.ensembles]
+    mb = np.mean([m for m, _ in per], axis=0)
+    sb = np.sqrt(np.sum([s**2 for _, s in per], axis=0)) / len(per)
+    z = np.abs(ma - mb) / np.sqrt(sa**2 + sb**2)
+    assert np.all(z < 4), (ma, mb, sa, sb, z)
+
+
+def test_rhat_near_one_when_converged(pool):
+    """R-hat - 1 is about 1/(2 N_eff) for converged chains: here N_eff per
+    ensemble is ~ 16*400/tau(~10) = 640, so R-hat ~ 1.001; 1.02 allows the
+    sampling spread of a 4-ensemble estimate many times over."""
+    r = run_split(pool, _sampler(), _p0(), 500, n_ensembles=4, seed=7)
+    rhat = r.rhat(discard=100)
+    assert rhat.shape == (NDIM,)
+    assert np.all(rhat < 1.02), rhat
+
+
+def test_rhat_flags_ensembles_stuck_in_different_modes(pool):
+    """Modes 8 sigma apart: between-ensemble variance ~16 against 1 within,
+    so R-hat is ~ sqrt(1 + 16/2) = 3 when half the ensembles sit in each."""
+    ndim = 2
+    sampler = emcee.EnsembleSampler(NWALKERS, ndim, helpers.bimodal)
+    starts = np.stack([
+        _p0(s, ndim=ndim) * 0.1 + (4.0 if s % 2 else -4.0) for s in range(4)
+    ])
+    r = run_split(pool, sampler, starts, 200, n_ensembles=4, seed=8)
+    assert np.all(r.rhat(discard=50) > 1.5), r.rhat(discard=50)
+
+
+def test_resume_is_bit_identical_to_a_straight_run(pool, tmp_path):
+    s = _sampler(helpers.gaussian_with_sum_blob)
+    first = run_split(pool, s, _p0(), 300, n_ensembles=2, seed=99, backend_dir=tmp_path)
+    assert first.iteration == 300
+    resumed = run_split(pool, s, None, 200, backend_dir=tmp_path)
+    straight = run_split(pool, s, _p0(), 500, n_ensembles=2, seed=99)
+    assert resumed.iteration == 500
+    assert np.array_equal(resumed.get_chain(), straight.get_chain())
+    assert np.array_equal(resumed.get_log_prob(), straight.get_log_prob())
+    assert np.array_equal(resumed.get_blobs(), straight.get_blobs())
+    for e in resumed.ensembles:
+        assert os.stat(e.path).st_mode & 0o777 == 0o600
+
+
+def test_user_sampler_unchanged(pool):
+    s = _sampler(moves=[(emcee.moves.DEMove(), 0.5), (emcee.moves.StretchMove(), 0.5)])
+    s.pool = pool
+    s.run_mcmc(_p0(), 5)
+    before = copy.deepcopy({k: v for k, v in s.__dict__.items() if k != "pool"})
+    run_split(pool, s, _p0(), 10, seed=1)
+    assert s.pool is pool
+    after = {k: v for k, v in s.__dict__.items() if k != "pool"}
+    assert before.keys() == after.keys()
+    assert s.iteration == 5
+    assert np.array_equal(before["backend"].get_chain(), s.get_chain())
+    state_a, state_b = before["_random"].get_state(), s._random.get_state()
+    assert all(np.array_equal(x, y) for x, y in zip(state_a, state_b))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(initial_state=np.zeros((3, 3)), nsteps=5), r"shape \(3, 3\)"),
+        (dict(initial_state=np.zeros((16, 3)), nsteps=0), "nsteps=0"),
+        (dict(initial_state=None, nsteps=5), "backend_dir is None"),
+    ],
+)
+def test_bad_input_is_a_clear_error(pool, kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        run_split(pool, _sampler(), **kwargs)
+
+
+def test_existing_run_is_never_overwritten(pool, tmp_path):
+    run_split(pool, _sampler(), _p0(), 5, n_ensembles=2, seed=1, backend_dir=tmp_path)
+    with pytest.raises(FileExistsError, match="initial_state=None"):
+        run_split(pool, _sampler(), _p0(), 5, n_ensembles=2, seed=1, backend_dir=tmp_path)
+
+
+def test_to_arviz_one_chain_per_ensemble(pool):
+    pytest.importorskip("arviz")
+    s = _sampler(parameter_names=["a", "b", "c"], fn=helpers.gaussian_named)
+    r = run_split(pool, s, np.abs(_p0()), 30, n_ensembles=3, seed=4)
+    idata = r.to_arviz(discard=10)
+    assert set(idata.posterior.data_vars) == {"a", "b", "c"}
+    assert idata.posterior.sizes["chain"] == 3
+    assert idata.posterior.sizes["draw"] == 20 * NWALKERS
+
+
+@pytest.mark.timeout(180)
+def test_engine_killed_mid_run_resumes_from_its_file(tmp_path):
+    """SIGKILL one engine mid-run: its ensemble restarts on the other engine
+    from its last saved step, and the result equals an undisturbed run."""
+    sampler = _sampler(helpers.sleepy_gaussian)
+    with IPyParallelPool(2) as victim_pool:
+        victim = victim_pool.engine_pids[victim_pool.client.ids[0]]
+        timer = threading.Timer(1.5, os.kill, (victim, signal.SIGKILL))
+        timer.start()
+        try:
+            r = run_split(victim_pool, sampler, _p0(), 300, n_ensembles=2, seed=5,
+                          backend_dir=tmp_path)
+        finally:
+            timer.cancel()
+        assert victim_pool.size == 1  # the engine really died
+        # Every file is readable and complete.
+        for e in r.ensembles:
+            saved = emcee.backends.HDFBackend(e.path, read_only=True)
+            assert saved.iteration == 300
+        undisturbed = run_split(victim_pool, sampler, _p0(), 300, n_ensembles=2, seed=5)
+    assert np.array_equal(r.get_chain(), undisturbed.get_chain())
+    restarted = [e for e in r.ensembles if e.restarts]
+    assert len(restarted) == 1
+    assert 0 < restarted[0].resumed_from < 300  # continued from its file
