@@ -24,6 +24,7 @@ test: $(VENV)/.stamp-test
 
 bench: $(VENV)/.stamp-bench
 	$(BIN)/python benchmarks/bench_pools.py
+	$(BIN)/python benchmarks/bench_split.py
 	$(BIN)/python benchmarks/bench_startup.py
 
 clean:

@@ -1,7 +1,8 @@
-"""Run the seed's quickstart serially and through IPyParallelPool, side by side.
+"""Run the seed's quickstart serially, through IPyParallelPool, and split.
 
-Runs on the client. Prints wall time, the ratio to serial, whether each chain
-is bit-identical to the serial one, and the posterior per parameter.
+Runs on the client. Prints wall time, the ratio to serial, whether the pooled
+chain is bit-identical to the serial one, the split run's R-hat, and the
+posterior per parameter next to the true values.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from . import _quickstart as qs
 from .pool import IPyParallelPool
+from .split import run_split
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,46 +41,54 @@ def _timed_run(sampler, p0, args):
 def run(args: argparse.Namespace) -> int:
     burn = args.steps // 10 if args.burn is None else args.burn
     p0 = qs.start_positions(args.walkers)
-    rows = []
+    rows = []  # (name, seconds, identical to serial, flat samples, rhat)
 
     serial = _sampler(args.walkers, None)
     t_serial = _timed_run(serial, p0, args)
     reference = serial.get_chain()
-    rows.append(("serial", t_serial, True, serial.get_chain(discard=burn, flat=True)))
+    rows.append(("serial", t_serial, True, serial.get_chain(discard=burn, flat=True), None))
 
     t0 = time.perf_counter()
     with IPyParallelPool(args.engines) as pool:
-        t_start = time.perf_counter() - t0
-        print(f"started {pool.size} engines in {t_start:.2f} s")
+        print(f"started {pool.size} engines in {time.perf_counter() - t0:.2f} s")
         pooled = _sampler(args.walkers, pool)
         t_pool = _timed_run(pooled, p0, args)
-    same = np.array_equal(pooled.get_chain(), reference)
-    rows.append((f"IPyParallelPool({pool_size(pooled, pool)})", t_pool, same,
-                 pooled.get_chain(discard=burn, flat=True)))
+        same = np.array_equal(pooled.get_chain(), reference)
+        rows.append((f"IPyParallelPool (n={pool.size})", t_pool, same,
+                     pooled.get_chain(discard=burn, flat=True), None))
+
+        # Same total samples: n ensembles of steps/n steps each, in parallel.
+        n = pool.size
+        t0 = time.perf_counter()
+        split = run_split(pool, _sampler(args.walkers, None), p0, max(args.steps // n, burn + 1),
+                          n_ensembles=n, seed=args.seed, progress=args.progress)
+        t_split = time.perf_counter() - t0
+        rhat = split.rhat(discard=burn)
+        rows.append((f"run_split ({n} x {split.iteration} steps)", t_split, None,
+                     split.get_chain(discard=burn, flat=True), rhat))
 
     _print_table(rows, t_serial, args)
     if args.plot:
         _corner(rows, args.plot)
         print(f"corner plot written to {args.plot}")
-    return 0 if all(r[2] for r in rows) else 1
-
-
-def pool_size(sampler, pool) -> str:
-    return f"n={len(pool.engine_pids)}"
+    ok = all(r[2] is not False for r in rows) and np.all(rhat < 1.1)
+    return 0 if ok else 1
 
 
 def _print_table(rows, t_serial, args) -> None:
-    print(f"\nquickstart: {args.walkers} walkers x {args.steps} steps, 3 parameters")
-    print(f"{'run':<24}{'wall s':>8}{'x serial':>10}  identical")
-    for name, t, same, _ in rows:
-        print(f"{name:<24}{t:>8.2f}{t / t_serial:>10.2f}  {same}")
-    print("\nposterior median [16%, 84%]   (true value)")
+    print(f"\nquickstart: {args.walkers} walkers, {args.steps} steps of samples, 3 parameters")
+    print(f"{'run':<34}{'wall s':>8}{'x serial':>10}  {'identical':<11}R-hat (m, b, ln f)")
+    for name, t, same, _, rhat in rows:
+        ident = "n/a" if same is None else str(same)
+        rh = "-" if rhat is None else ", ".join(f"{r:.4f}" for r in rhat)
+        print(f"{name:<34}{t:>8.2f}{t / t_serial:>10.2f}  {ident:<11}{rh}")
+    print("\nposterior median [16%, 84%] per run; true value last")
     for i, label in enumerate(qs.LABELS):
         cells = []
-        for name, _, _, flat in rows:
+        for name, _, _, flat, _ in rows:
             lo, med, hi = np.percentile(flat[:, i], [16, 50, 84])
-            cells.append(f"{name.split('(')[0]}: {med:+.3f} [{lo:+.3f}, {hi:+.3f}]")
-        print(f"  {label:<5} " + "   ".join(cells) + f"   ({qs.TRUTH[i]:+.3f})")
+            cells.append(f"{med:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+        print(f"  {label:<5} " + "  ".join(cells) + f"  ({qs.TRUTH[i]:+.3f})")
 
 
 def _corner(rows, path) -> None:
@@ -93,7 +103,7 @@ def _corner(rows, path) -> None:
         ) from exc
     colors = ["k", "tab:blue", "tab:orange"]
     fig = None
-    for (name, _, _, flat), color in zip(rows, colors):
+    for (name, _, _, flat, _), color in zip(rows, colors):
         fig = corner.corner(
             flat, fig=fig, color=color, labels=list(qs.LABELS), truths=list(qs.TRUTH),
             hist_kwargs={"density": True}, plot_datapoints=False,
