@@ -4,15 +4,16 @@ Runs on the client. A message through ipyparallel costs milliseconds; a cheap
 log-prob (the quickstart's takes ~12 us) finishes 50 walkers faster than one
 message takes to travel. Spreading such a map over every engine only adds
 messages. The policy keeps two running estimates, the log-prob's cost per
-item and the cost of one extra message, and splits a map into the number of
-chunks ``k`` that minimises ``k * message_cost + n_items * item_cost / k``.
+item and the cost of a message, and gives each chunk at least one message's
+worth of work: ``k = work // message_cost`` chunks, between 1 and the number
+of engines. Messages to several engines overlap, so this errs towards
+spreading; on 2 engines it picks 1 chunk for the quickstart and 2 for a 1 ms
+log-prob (benchmarks/bench_pools.py).
 
 Any split gives the same results in the same order: the choice changes speed,
 never the chain.
 """
 from __future__ import annotations
-
-import math
 
 # Weight of the newest observation in the running estimates. Small enough to
 # ride out one slow call, large enough to follow a log-prob whose cost changes.
@@ -31,10 +32,7 @@ class ChunkPolicy:
         if self.item_cost is None or self.message_cost is None:
             return min(n_items, n_engines)  # first call: measure with every engine
         work = n_items * self.item_cost
-        # argmin over k of k*m + w/k is sqrt(w/m); check the integer neighbours.
-        best = math.sqrt(work / max(self.message_cost, 1e-9))
-        candidates = {1, max(1, math.floor(best)), max(1, math.ceil(best))}
-        k = min(candidates, key=lambda c: c * self.message_cost + work / c)
+        k = int(work / max(self.message_cost, 1e-9))
         return max(1, min(k, n_engines, n_items))
 
     def record(self, n_items: int, n_chunks: int, compute_s: list[float], wall_s: float) -> None:

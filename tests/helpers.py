@@ -46,6 +46,10 @@ def slow_gaussian_with_pid(x, delay=2e-3):
     return -0.5 * float(np.dot(x, x)), os.getpid()
 
 
+def slower_gaussian_with_pid(x):
+    return slow_gaussian_with_pid(x, delay=5e-3)
+
+
 def returns_int(x):
     return int(len(x))
 

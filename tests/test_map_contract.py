@@ -58,8 +58,8 @@ def test_empty_iterable_returns_empty_list(pool):
 def test_order_kept_when_spread_over_every_engine(pool):
     # A log-prob costly enough that the policy uses every engine.
     x = np.arange(60, dtype=float).reshape(20, 3)
-    for _ in range(3):
-        got = pool.map(helpers.slow_gaussian_with_pid, x)
+    for _ in range(3):  # 20 x 5 ms of work: dozens of messages' worth
+        got = pool.map(helpers.slower_gaussian_with_pid, x)
         assert [g[0] for g in got] == [helpers.gaussian(r) for r in x]
     assert len({g[1] for g in got}) == pool.size
 
