@@ -28,13 +28,30 @@ THREAD_ENV_VARS = (
     "NUMEXPR_NUM_THREADS",
 )
 
-# The controller finishes an engine's registration only after a heartbeat;
-# ipyparallel's 3 s default makes start-up take ~6.6 s on 2 cores. A short
-# period cuts it (see benchmarks/bench_startup.py for the figures).
-HEARTBEAT_MS = 300
-# The pool never asks the hub for old results, so the hub need not record every
-# task: --nodb cut a one-engine round trip from 3.7 ms to 2.7 ms here.
-FAST_CONTROLLER_ARGS = [f"--HeartMonitor.period={HEARTBEAT_MS}", "--nodb"]
+# Start-up settings for the clusters the pool starts itself, measured on 2
+# cores (benchmarks/bench_startup.py): stock ipyparallel takes ~6.7 s to the
+# first result, these ~1.2 s. What matters, in order:
+# - the controller finishes an engine's registration only after a heartbeat,
+#   and ipyparallel's period is 3 s: 100 ms costs ~2% of one core when idle;
+# - Cluster.delay sleeps 1 s between controller and engines, and the engine
+#   set sleeps 0.1 s between engines: both 0, and the engines start alongside
+#   the controller (send_engines_connection_env=False), waiting for its file;
+# - no nanny per engine (0.2 s and a process each). The pool interrupts its
+#   own engines with os.kill instead of the nanny's send_signal;
+# - schedulers as threads (--usethreads): 2 controller processes, not 9;
+# - --nodb: the hub need not record every task, the pool never asks for old
+#   results (a one-engine round trip fell from 3.7 ms to 2.7 ms).
+# A killed engine is noticed after HEARTBEAT_MISSES missed beats (2 s); the
+# heart answers from a zmq thread without the GIL, so a busy engine still beats.
+HEARTBEAT_MS = 100
+HEARTBEAT_MISSES = 20
+CONTROLLER_ARGS = [
+    f"--HeartMonitor.period={HEARTBEAT_MS}",
+    f"--HeartMonitor.max_heartmonitor_misses={HEARTBEAT_MISSES}",
+    "--nodb",
+    "--usethreads",
+]
+ENGINE_ARGS = ["--IPEngine.enable_nanny=False", "--IPEngine.wait_for_url_file=60"]
 
 
 def default_n_engines() -> int:
@@ -62,9 +79,13 @@ class OwnedCluster:
         config = Config()
         config.LocalControllerLauncher.environment = {_reaper.MARKER: self.token}
         config.LocalEngineSetLauncher.environment = env
+        config.LocalEngineSetLauncher.engine_args = list(ENGINE_ARGS)
+        config.LocalEngineSetLauncher.delay = 0
         self.cluster = ipp.Cluster(
             n=n,
-            controller_args=list(FAST_CONTROLLER_ARGS),
+            delay=0,
+            send_engines_connection_env=False,
+            controller_args=list(CONTROLLER_ARGS),
             engine_timeout=timeout,
             log_level=logging.WARNING,
             config=config,

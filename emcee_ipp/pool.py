@@ -14,6 +14,8 @@ Runs on the client. A map call travels::
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 import uuid
 import weakref
@@ -175,13 +177,17 @@ class IPyParallelPool:
                 eid, _engine.evaluate, entry.token, payload, items[a:b], MAX_ENTRIES
             )
 
-        handles = [send(e, a, b, e not in entry.engines) for e, (a, b) in zip(targets, bounds)]
-        replies = self._transport.wait(handles, self.timeout)
-        missed = [i for i, r in enumerate(replies) if r[0] == "miss"]
-        if missed:  # an engine lost its cache (restart, or another pool evicted it)
-            again = [send(targets[i], *bounds[i], True) for i in missed]
-            for i, reply in zip(missed, self._transport.wait(again, self.timeout)):
-                replies[i] = reply
+        try:
+            handles = [send(e, a, b, e not in entry.engines) for e, (a, b) in zip(targets, bounds)]
+            replies = self._transport.wait(handles, self.timeout)
+            missed = [i for i, r in enumerate(replies) if r[0] == "miss"]
+            if missed:  # an engine lost its cache (restart, or another pool evicted it)
+                again = [send(targets[i], *bounds[i], True) for i in missed]
+                for i, reply in zip(missed, self._transport.wait(again, self.timeout)):
+                    replies[i] = reply
+        except KeyboardInterrupt:
+            self.interrupt(targets)  # stop the work; its late replies are never read
+            raise
 
         wall = time.perf_counter() - t0
         results: list = []
@@ -262,6 +268,27 @@ class IPyParallelPool:
 
     def _setup_timeout(self) -> float:
         return 60.0 if self.timeout is None else max(self.timeout, 60.0)
+
+    def interrupt(self, engine_ids: list[int] | None = None) -> None:
+        """Send SIGINT to engines (default: all), interrupting what they run.
+
+        Engines of the pool's own cluster get it straight from ``os.kill``;
+        engines of other clusters through ipyparallel, which needs the
+        engines' nanny (on by default in ipyparallel clusters).
+        """
+        self._check_open()
+        targets = list(self._client.ids) if engine_ids is None else list(engine_ids)
+        if self._owned is not None:
+            for eid in targets:
+                try:
+                    os.kill(self.engine_pids[eid], signal.SIGINT)
+                except (KeyError, OSError):  # already gone
+                    pass
+        elif targets:
+            try:
+                self._client.send_signal(signal.SIGINT, targets=targets, block=False)
+            except Exception as exc:  # the interrupt itself must not mask the caller's
+                log.warning("could not interrupt engines %s: %s", targets, exc)
 
     def clear_cache(self) -> None:
         """Forget every cached function, on the client and on every engine."""

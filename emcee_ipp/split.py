@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import glob
 import os
-import signal
 import time
 from collections import deque
 
@@ -191,10 +190,7 @@ class _Scheduler:
 
     def _interrupt(self, running):
         if running:
-            try:
-                self.pool.client.send_signal(signal.SIGINT, targets=list(running), block=False)
-            except Exception:  # the interrupt itself must win
-                pass
+            self.pool.interrupt(list(running))
 
 
 def _engine_lost(exc) -> bool:
