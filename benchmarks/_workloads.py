@@ -66,8 +66,8 @@ def workloads(scale: float = 1.0) -> dict[str, Workload]:
     return {
         w.name: w
         for w in [
-            Workload("quickstart", qs.lnprob, data, 100, steps(500), 12e-6, qs.start_positions(100)),
-            Workload("quickstart + 50 MB args", lnprob_big, data + (big,), 100, steps(500), 12e-6,
+            Workload("quickstart", qs.lnprob, data, 100, steps(1000), 12e-6, qs.start_positions(100)),
+            Workload("quickstart + 50 MB args", lnprob_big, data + (big,), 100, steps(1000), 12e-6,
                      qs.start_positions(100), peer_steps=steps(10)),
             Workload("cpu 1 ms", busy, (1e-3,), 32, steps(60), 1e-3),
             Workload("cpu 10 ms", busy, (1e-2,), 32, steps(8), 1e-2),
