@@ -35,12 +35,21 @@ class ChunkPolicy:
         k = int(work / max(self.message_cost, 1e-9))
         return max(1, min(k, n_engines, n_items))
 
-    def record(self, n_items: int, n_chunks: int, compute_s: list[float], wall_s: float) -> None:
-        """Learn from one finished map: per-chunk compute times and its wall time."""
-        item = sum(compute_s) / n_items
-        message = max(wall_s - max(compute_s), 0.0) / n_chunks
-        self.item_cost = _ewma(self.item_cost, item)
-        self.message_cost = _ewma(self.message_cost, message)
+    def record(self, n_items: int, replies: list, wall_s: float) -> None:
+        """Learn from one finished map: its ``(engine, reply)`` pairs and wall time.
+
+        Each reply carries its chunk's compute seconds last. The critical path
+        is the busiest engine's compute; the rest of the wall time is message
+        cost, spread over that engine's chunks.
+        """
+        per_engine: dict = {}
+        for eid, reply in replies:
+            total, count = per_engine.get(eid, (0.0, 0))
+            per_engine[eid] = (total + reply[-1], count + 1)
+        compute = sum(t for t, _ in per_engine.values())
+        critical, chunks = max(per_engine.values())
+        self.item_cost = _ewma(self.item_cost, compute / n_items)
+        self.message_cost = _ewma(self.message_cost, max(wall_s - critical, 0.0) / chunks)
 
 
 def _ewma(old: float | None, new: float) -> float:

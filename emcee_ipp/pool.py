@@ -132,7 +132,8 @@ class IPyParallelPool:
             self._owns_client = client is None
             if n is not None:
                 _cluster.wait_for_engines(self._client, n, start_timeout)
-        self._transport = IppTransport(self._client)
+        self._control = IppTransport(self._client)  # set-up calls always go this way
+        self._transport = self._control
         self._closed = False
         try:
             self._engines()
@@ -170,38 +171,28 @@ class IPyParallelPool:
         targets = (engines[start:] + engines[:start])[: len(bounds)]
         self._next_engine = start + len(bounds)
         t0 = time.perf_counter()
-
-        def send(eid, a, b, with_payload):
-            payload = entry.payload if with_payload else None
-            return self._transport.submit(
-                eid, _engine.evaluate, entry.token, payload, items[a:b], MAX_ENTRIES
-            )
-
         try:
-            handles = [send(e, a, b, e not in entry.engines) for e, (a, b) in zip(targets, bounds)]
-            replies = self._transport.wait(handles, self.timeout)
-            missed = [i for i, r in enumerate(replies) if r[0] == "miss"]
-            if missed:  # an engine lost its cache (restart, or another pool evicted it)
-                again = [send(targets[i], *bounds[i], True) for i in missed]
-                for i, reply in zip(missed, self._transport.wait(again, self.timeout)):
-                    replies[i] = reply
+            replies = self._transport.run_map(
+                entry, items, bounds, targets, self.timeout, alive=self._live_engines
+            )
         except KeyboardInterrupt:
             self.interrupt(targets)  # stop the work; its late replies are never read
             raise
-
         wall = time.perf_counter() - t0
+
         results: list = []
-        for eid, (a, _), reply in zip(targets, bounds, replies):
-            entry.engines.add(eid)
+        for (eid, reply), (a, _) in zip(replies, bounds):
             if reply[0] == "error":
                 _, index, type_name, message, tb = reply
                 raise RemoteLogProbError(
                     eid, items[a + index], type_name, message
                 ) from RemoteTraceback(type_name, message, tb)
             results.extend(unpack_results(reply[1], reply[2]))
-        if not missed:  # a refill round trip would distort the estimates
-            self._policy.record(len(items), len(bounds), [r[3] for r in replies], wall)
+        self._policy.record(len(items), replies, wall)
         return results
+
+    def _live_engines(self) -> list[int]:
+        return list(self._client.ids)
 
     # -- engines -------------------------------------------------------------
 
@@ -248,15 +239,15 @@ class IPyParallelPool:
     def _prepare(self, engine_ids: list[int]) -> None:
         """Import emcee_ipp on each engine and run the initializer there once."""
         if self._init_payload is None:
-            calls = [self._transport.submit(e, _engine.pid) for e in engine_ids]
+            calls = [self._control.call(e, _engine.pid) for e in engine_ids]
         else:
             calls = [
-                self._transport.submit(e, _engine.run_initializer, self._init_key, self._init_payload)
+                self._control.call(e, _engine.run_initializer, self._init_key, self._init_payload)
                 for e in engine_ids
             ]
         for eid, ar in zip(engine_ids, calls):
             try:
-                self.engine_pids[eid] = self._transport.wait([ar], self._setup_timeout())[0]
+                self.engine_pids[eid] = ar.get(timeout=self._setup_timeout())
             except Exception as exc:
                 what = "the initializer" if self._init_payload else "the set-up call"
                 raise EngineSetupError(
@@ -294,8 +285,8 @@ class IPyParallelPool:
         """Forget every cached function, on the client and on every engine."""
         self._check_open()
         self._cache.clear()
-        handles = [self._transport.submit(e, _engine.clear_cache) for e in self._client.ids]
-        self._transport.wait(handles, self._setup_timeout())
+        for ar in [self._control.call(e, _engine.clear_cache) for e in self._client.ids]:
+            ar.get(timeout=self._setup_timeout())
 
     # -- life cycle ------------------------------------------------------------
 
@@ -310,9 +301,9 @@ class IPyParallelPool:
         if self._closed and self._client is None:
             return
         self._closed = True
-        transport = getattr(self, "_transport", None)
-        if transport is not None:
-            transport.close()
+        for transport in {getattr(self, "_transport", None), getattr(self, "_control", None)}:
+            if transport is not None:
+                transport.close()
         client, self._client = self._client, None
         if self._owned is not None:
             self._finalizer.detach()

@@ -1,26 +1,122 @@
-"""The seam between the pool and the way its messages travel."""
+"""The seam between the pool and the way its messages travel.
+
+Runs on the client. A transport only knows how to start one chunk on one
+engine (:meth:`Transport.submit`) and how to wait for the first replies
+(:meth:`Transport.wait_first`). :meth:`Transport.run_map` holds what every
+transport shares: handing chunks to engines as they become free, sending the
+function's bytes to engines that lack them, and giving a lost engine's chunk
+to another engine.
+"""
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
+from collections import deque
 from typing import Any, Callable
+
+from ..exceptions import MapTimeoutError, NoEnginesError
+
+# How often a wait wakes to check for lost engines and the deadline.
+WAKE_S = 0.1
+
+
+class EngineLost(Exception):
+    """A reply placeholder: the engine died before it answered."""
 
 
 class Transport(ABC):
-    """Send calls to single engines and wait for their replies.
-
-    Runs on the client. ``submit`` must not block on the engine; ``wait``
-    returns the replies in the order of the handles given.
-    """
+    """How chunks reach engines and replies come back (client side)."""
 
     name: str
 
     @abstractmethod
-    def submit(self, engine_id: int, fn: Callable, *args: Any) -> Any:
-        """Start ``fn(*args)`` on one engine; return a handle."""
+    def submit(self, engine_id: int, token: str, payload: bytes | None, chunk) -> Any:
+        """Start ``_engine.evaluate(token, payload, chunk)`` on one engine; return a handle."""
 
     @abstractmethod
-    def wait(self, handles: list, timeout: float | None) -> list:
-        """Return each handle's reply, in order, raising on failure or timeout."""
+    def wait_first(self, handles: list, timeout: float) -> list[tuple[Any, Any]]:
+        """Wait up to ``timeout`` s; return ``(handle, reply)`` for the finished ones.
+
+        A reply is the tuple :func:`emcee_ipp._engine.evaluate` returned, or
+        an :class:`EngineLost` instance.
+        """
+
+    def forget(self, handles: list) -> None:
+        """Stop tracking ``handles`` whose replies will never be read."""
 
     def close(self) -> None:
         """Release what the transport holds (sockets, views)."""
+
+    def run_map(
+        self,
+        entry,
+        items,
+        bounds: list[tuple[int, int]],
+        engines: list[int],
+        timeout: float | None,
+        alive: Callable[[], list[int]],
+    ) -> list[tuple[int, tuple, int]]:
+        """Evaluate every chunk; return ``(engine_id, reply, chunk_index)`` in chunk order.
+
+        The first chunks go to ``engines`` in order; each further chunk goes
+        to the first engine that finishes.
+        """
+        pending = deque(range(len(bounds)))
+        idle = deque(engines)
+        inflight: dict = {}  # handle -> (chunk index, engine id)
+        replies: list = [None] * len(bounds)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while pending or inflight:
+                while pending and idle:
+                    eid, i = idle.popleft(), pending.popleft()
+                    a, b = bounds[i]
+                    payload = None if eid in entry.engines else entry.payload
+                    inflight[self.submit(eid, entry.token, payload, items[a:b])] = (i, eid)
+                wake = WAKE_S if deadline is None else min(WAKE_S, max(0.0, deadline - time.monotonic()))
+                done = self.wait_first(list(inflight), wake)
+                for handle, reply in done:
+                    i, eid = inflight.pop(handle)
+                    if isinstance(reply, EngineLost):
+                        entry.engines.discard(eid)
+                        pending.appendleft(i)
+                    elif reply[0] == "miss":  # it lost its cache: send the bytes again
+                        entry.engines.discard(eid)
+                        pending.appendleft(i)
+                        idle.appendleft(eid)
+                    else:
+                        entry.engines.add(eid)
+                        replies[i] = (eid, reply)
+                        if reply[0] == "error":
+                            return replies  # the caller raises; late replies are dropped
+                        idle.append(eid)
+                if not done:
+                    self._check(inflight, idle, pending, alive, deadline, timeout)
+        finally:
+            if inflight:
+                self.forget(list(inflight))
+        return replies
+
+    def _check(self, inflight, idle, pending, alive, deadline, timeout) -> None:
+        """Between replies: requeue chunks of lost engines; enforce the deadline."""
+        live = set(alive())
+        for handle, (i, eid) in list(inflight.items()):
+            if eid not in live:
+                del inflight[handle]
+                self.forget([handle])
+                pending.appendleft(i)
+        for eid in list(idle):
+            if eid not in live:
+                idle.remove(eid)
+        if pending and not inflight and not idle:
+            raise NoEnginesError(
+                "every engine of the pool is gone; the map cannot finish. Start "
+                "engines again (or a new IPyParallelPool) and rerun."
+            )
+        if deadline is not None and time.monotonic() >= deadline:
+            busy = sorted({eid for _, eid in inflight.values()})
+            raise MapTimeoutError(
+                f"map did not finish within timeout={timeout} s; engines {busy} "
+                "were still working. The log-prob may hang for some parameters; "
+                "raise timeout= or fix the log-prob."
+            )

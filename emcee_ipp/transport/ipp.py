@@ -2,23 +2,28 @@
 
 Runs on the client::
 
-    pool.map --submit--> DirectView(engine).apply_async(evaluate, ...)
-                           client -> controller (mux scheduler) -> engine kernel
-    pool.map <--wait---- AsyncResult.get()   (engine -> controller -> client)
+    submit ----> DirectView(engine).apply_async(_engine.evaluate, ...)
+                   client -> controller (mux scheduler) -> engine kernel
+    wait_first <- AsyncResult, a concurrent.futures.Future
+                   engine -> controller -> client
 
-One message per engine per map, never blocking on submission. ipyparallel's
-blocking ``map`` is not used: it swallows KeyboardInterrupt.
+One message per chunk, never blocking on submission. ipyparallel's blocking
+``map`` is not used: it swallows KeyboardInterrupt. Each AsyncResult answers
+exactly one message, so a late reply can never be read as another's.
 """
 from __future__ import annotations
 
-import time
+import concurrent.futures
 
-from ..exceptions import MapTimeoutError
-from .base import Transport
+from ipyparallel import error as ipp_error
+
+from .. import _engine
+from .._cache import MAX_ENTRIES
+from .base import EngineLost, Transport
 
 
 class IppTransport(Transport):
-    """Send each chunk as one ``apply_async`` to one engine's DirectView."""
+    """Each chunk is one ``apply_async`` on one engine's DirectView."""
 
     name = "ipp"
 
@@ -26,27 +31,35 @@ class IppTransport(Transport):
         self._client = client
         self._views: dict = {}
 
-    def submit(self, engine_id, fn, *args):
+    def _view(self, engine_id):
         view = self._views.get(engine_id)
         if view is None:
             view = self._views[engine_id] = self._client.direct_view(engine_id)
-        return view.apply_async(fn, *args)
+        return view
 
-    def wait(self, handles, timeout):
-        deadline = None if timeout is None else time.monotonic() + timeout
-        replies = []
-        for ar in handles:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                replies.append(ar.get(timeout=remaining))
-            except TimeoutError as exc:
-                late = [h.engine_id for h in handles if not h.ready()]
-                raise MapTimeoutError(
-                    f"map did not finish within timeout={timeout} s; engines "
-                    f"{late} were still working. The log-prob may hang for some "
-                    "parameters; raise timeout= or fix the log-prob."
-                ) from exc
-        return replies
+    def call(self, engine_id, fn, *args):
+        """Run any function on one engine (set-up calls); return its AsyncResult."""
+        return self._view(engine_id).apply_async(fn, *args)
+
+    def submit(self, engine_id, token, payload, chunk):
+        return self.call(engine_id, _engine.evaluate, token, payload, chunk, MAX_ENTRIES)
+
+    def wait_first(self, handles, timeout):
+        done, _ = concurrent.futures.wait(
+            handles, timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED
+        )
+        return [(ar, _reply(ar)) for ar in done]
 
     def close(self):
         self._views.clear()
+
+
+def _reply(ar):
+    try:
+        return ar.get(0)
+    except ipp_error.EngineError as exc:
+        return EngineLost(str(exc))
+    except ipp_error.RemoteError as exc:
+        if exc.ename == "EngineError":  # how ipyparallel reports a dead engine
+            return EngineLost(str(exc))
+        raise
