@@ -17,6 +17,7 @@ The cache is module state, so it lives as long as the engine process.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import traceback
 from collections import OrderedDict
@@ -71,9 +72,34 @@ def run_initializer(key: str, payload: bytes) -> int:
         initializer, initargs = cloudpickle.loads(payload)
         initializer(*initargs)
         _INITIALIZED.add(key)
-    return os.getpid()
+    return pid()
+
+
+# Imported in the background once an engine is set up: unpickling emcee's
+# _FunctionWrapper imports emcee, and emcee imports scipy.stats (~0.6 s). Done
+# while the engine waits for its first map, it costs that map nothing.
+WARM_MODULES = ("emcee",)
 
 
 def pid() -> int:
-    """This engine's process id (the pool's set-up call: it proves the import)."""
+    """This engine's process id (the pool's set-up call: it proves the import).
+
+    Also starts importing :data:`WARM_MODULES` in a background thread.
+    """
+    if not _WARMING:
+        _WARMING.append(threading.Thread(target=_warm, name="emcee_ipp-warm", daemon=True))
+        _WARMING[0].start()
     return os.getpid()
+
+
+_WARMING: list = []
+
+
+def _warm() -> None:
+    import importlib
+
+    for name in WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # the engine may not need it
+            pass

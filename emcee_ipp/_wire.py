@@ -36,8 +36,13 @@ def as_items(iterable) -> np.ndarray | list:
 def chunk_bounds(n_items: int, n_chunks: int) -> list[tuple[int, int]]:
     """Split ``range(n_items)`` into at most ``n_chunks`` contiguous, near-equal parts."""
     n_chunks = max(1, min(n_chunks, n_items))
-    edges = np.linspace(0, n_items, n_chunks + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    size, extra = divmod(n_items, n_chunks)
+    bounds, start = [], 0
+    for i in range(n_chunks):  # the first ``extra`` chunks take one more item
+        stop = start + size + (i < extra)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
 
 
 def pack_results(results: list) -> tuple[str, Any]:

@@ -33,7 +33,7 @@ from .exceptions import (
     RemoteLogProbError,
     RemoteTraceback,
 )
-from .transport import IppTransport
+from .transport import TRANSPORTS, DirectTransport, DirectUnavailable, IppTransport
 
 log = logging.getLogger("emcee_ipp")
 
@@ -66,6 +66,11 @@ class IPyParallelPool:
         Arguments for ``initializer``.
     timeout : float, optional
         Seconds a single ``map`` may take before :class:`MapTimeoutError`.
+    transport : {"auto", "direct", "ipp"}
+        How map chunks travel. ``"direct"``: a signed ZeroMQ channel straight
+        to each engine (fastest). ``"ipp"``: ipyparallel's own messages, which
+        work wherever ipyparallel does. ``"auto"`` (default): direct when the
+        client can reach the engines, else ipp, logging why.
     blas_threads : int or None
         BLAS/OpenMP threads per engine of a pool-started cluster (default 1,
         so ``n`` engines do not oversubscribe the cores). None leaves the
@@ -91,6 +96,7 @@ class IPyParallelPool:
         initializer: Callable[..., Any] | None = None,
         initargs: tuple = (),
         timeout: float | None = None,
+        transport: str = "auto",
         blas_threads: int | None = 1,
         start_timeout: float = 60.0,
     ):
@@ -100,6 +106,8 @@ class IPyParallelPool:
         self._cluster = None
         self._client = None
         _check_args(n, client, cluster, profile, cluster_id, initializer, timeout)
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport={transport!r}: choose one of {', '.join(TRANSPORTS)}.")
         self.timeout = timeout
         self._cache = FunctionCache()
         self._policy = ChunkPolicy()
@@ -136,10 +144,24 @@ class IPyParallelPool:
         self._transport = self._control
         self._closed = False
         try:
+            if transport != "ipp":
+                self._open_direct(transport == "direct", start_timeout)
             self._engines()
         except BaseException:
             self.close()
             raise
+
+    def _open_direct(self, required: bool, timeout: float) -> None:
+        try:
+            direct = DirectTransport(self._client, self._control)
+            self._transport = direct
+            direct.add_engines(list(self._client.ids), timeout)
+        except DirectUnavailable as exc:
+            self._transport.close()
+            self._transport = self._control
+            if required:
+                raise
+            log.warning("emcee_ipp: transport='auto' uses ipyparallel messages: %s", exc)
 
     # -- the map contract --------------------------------------------------
 
@@ -188,7 +210,7 @@ class IPyParallelPool:
                     eid, items[a + index], type_name, message
                 ) from RemoteTraceback(type_name, message, tb)
             results.extend(unpack_results(reply[1], reply[2]))
-        self._policy.record(len(items), replies, wall)
+        self._policy.record(len(items), len(bounds), wall)
         return results
 
     def _live_engines(self) -> list[int]:
@@ -204,7 +226,7 @@ class IPyParallelPool:
 
     @property
     def transport(self) -> str:
-        """The name of the transport map traffic uses (``"ipp"``)."""
+        """The transport map traffic uses: ``"direct"`` or ``"ipp"``."""
         return self._transport.name
 
     @property
@@ -231,6 +253,8 @@ class IPyParallelPool:
         for gone in self._ready.difference(ids):
             self._ready.discard(gone)
             self._cache.forget_engine(gone)
+            if isinstance(self._transport, DirectTransport):
+                self._transport.remove_engine(gone)
         if not ids:
             _cluster.wait_for_engines(self._client, 1, 30.0)
             return self._engines()
@@ -255,6 +279,8 @@ class IPyParallelPool:
                     "ImportError, install emcee_ipp (and your log-prob's "
                     "modules) in the engines' Python environment."
                 ) from exc
+            if isinstance(self._transport, DirectTransport) and eid not in self._transport.engines:
+                self._transport.add_engines([eid], self._setup_timeout())
             self._ready.add(eid)
 
     def _setup_timeout(self) -> float:

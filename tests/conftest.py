@@ -25,7 +25,9 @@ faulthandler.enable(file=sys.stderr)
 from emcee_ipp import IPyParallelPool  # noqa: E402
 
 N_ENGINES = 2
-TRANSPORTS = ["ipp"]
+# Every contract test runs once per transport (schwimmbad runs one test class
+# over each pool the same way).
+TRANSPORTS = ["direct", "ipp"]
 
 
 @pytest.fixture(scope="session")
@@ -42,11 +44,36 @@ def ipython_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def pool():
-    """The shared pool, owning its local cluster of N_ENGINES engines."""
-    p = IPyParallelPool(N_ENGINES)
-    yield p
-    p.close()
+def pools():
+    """Session pools, one per transport, each owning a local cluster; made on demand.
+
+    The "direct" pool is made with transport="auto", and must resolve to
+    direct: on one machine the client always reaches its engines.
+    """
+    made = {}
+
+    def get(transport):
+        if transport not in made:
+            asked = "auto" if transport == "direct" else transport
+            made[transport] = IPyParallelPool(N_ENGINES, transport=asked)
+            assert made[transport].transport == transport
+        return made[transport]
+
+    yield get
+    for p in made.values():
+        p.close()
+
+
+@pytest.fixture(scope="session", params=TRANSPORTS)
+def pool(request, pools):
+    """The shared pool of each transport in turn."""
+    return pools(request.param)
+
+
+@pytest.fixture(scope="session")
+def split_pool(pools):
+    """The pool run_split tests use (run_split does not depend on the transport)."""
+    return pools("direct")
 
 
 @pytest.fixture(scope="session")

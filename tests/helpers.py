@@ -46,6 +46,11 @@ def slow_gaussian_with_pid(x, delay=2e-3):
     return -0.5 * float(np.dot(x, x)), os.getpid()
 
 
+def gaussian_20ms(x):
+    time.sleep(0.02)
+    return gaussian(x)
+
+
 def slower_gaussian_with_pid(x):
     return slow_gaussian_with_pid(x, delay=5e-3)
 
@@ -124,3 +129,28 @@ def sleepy_gaussian(x, delay=5e-4):
     """A Gaussian log-prob slow enough to kill an engine in the middle of a run."""
     time.sleep(delay)
     return float(-0.5 * np.dot(x, x))
+
+
+class CreatesFile:
+    """Unpickling this creates ``path``: what a forged message would try."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def point_direct_server_at(url):
+    """Make this engine advertise ``url`` for its direct channel (a dead address)."""
+    from emcee_ipp.transport import _direct_engine
+
+    old = _direct_engine.serve()
+    _direct_engine._SERVER["url"] = url
+    return old
+
+
+def direct_rejected():
+    from emcee_ipp.transport import _direct_engine
+
+    return _direct_engine.rejected()

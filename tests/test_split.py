@@ -25,8 +25,8 @@ def _p0(seed=0, nwalkers=NWALKERS, ndim=NDIM):
     return np.random.RandomState(seed).normal(size=(nwalkers, ndim))
 
 
-def test_shapes(pool):
-    r = run_split(pool, _sampler(helpers.gaussian_with_sum_blob), _p0(), 50, n_ensembles=3, seed=1)
+def test_shapes(split_pool):
+    r = run_split(split_pool, _sampler(helpers.gaussian_with_sum_blob), _p0(), 50, n_ensembles=3, seed=1)
     assert isinstance(r, SplitResult)
     assert r.iteration == 50 and r.n_ensembles == 3
     assert r.get_chain().shape == (50, 3 * NWALKERS, NDIM)
@@ -40,33 +40,33 @@ def test_shapes(pool):
     for e in r.ensembles:
         block = r.get_chain()[:, e.index * NWALKERS:(e.index + 1) * NWALKERS]
         assert np.array_equal(block, e.backend.get_chain())
-        assert e.engine_id in pool.client.ids
+        assert e.engine_id in split_pool.client.ids
         assert isinstance(e.seed, np.random.SeedSequence)
     # The first step of every ensemble starts from the shared initial state.
     assert r.get_chain().shape[1] == 48
 
 
-def test_per_ensemble_initial_states(pool):
+def test_per_ensemble_initial_states(split_pool):
     starts = np.stack([_p0(s) + 10 * s for s in range(2)])
-    r = run_split(pool, _sampler(), starts, 5, n_ensembles=2, seed=3)
+    r = run_split(split_pool, _sampler(), starts, 5, n_ensembles=2, seed=3)
     means = [e.backend.get_chain()[0].mean() for e in r.ensembles]
     assert means[1] - means[0] > 5  # each ensemble began at its own start
 
 
-def test_same_seed_same_result_whatever_the_engines(pool, external_cluster):
+def test_same_seed_same_result_whatever_the_engines(split_pool, external_cluster):
     # 3 ensembles on 2 engines (queued) against 3 on the external cluster's engines.
-    a = run_split(pool, _sampler(), _p0(), 40, n_ensembles=3, seed=2024)
+    a = run_split(split_pool, _sampler(), _p0(), 40, n_ensembles=3, seed=2024)
     with IPyParallelPool(cluster=external_cluster) as other:
-        assert other.size != pool.size or True
+        assert other.size != split_pool.size or True
         b = run_split(other, _sampler(), _p0(), 40, n_ensembles=3, seed=2024)
     assert np.array_equal(a.get_chain(), b.get_chain())
     assert np.array_equal(a.get_log_prob(), b.get_log_prob())
     assert {e.engine_id for e in a.ensembles} != {None}
 
 
-def test_different_seeds_differ_and_streams_never_shared(pool):
-    a = run_split(pool, _sampler(), _p0(), 20, n_ensembles=3, seed=1)
-    b = run_split(pool, _sampler(), _p0(), 20, n_ensembles=3, seed=2)
+def test_different_seeds_differ_and_streams_never_shared(split_pool):
+    a = run_split(split_pool, _sampler(), _p0(), 20, n_ensembles=3, seed=1)
+    b = run_split(split_pool, _sampler(), _p0(), 20, n_ensembles=3, seed=2)
     assert not np.array_equal(a.get_chain(), b.get_chain())
     # Same start, distinct streams: no two ensembles take the same path.
     chains = [e.backend.get_chain()[1:] for e in a.ensembles]
@@ -77,7 +77,7 @@ def test_different_seeds_differ_and_streams_never_shared(pool):
     assert len(keys) == 3
 
 
-def test_posterior_agrees_with_long_serial_run(pool):
+def test_posterior_agrees_with_long_serial_run(split_pool):
     """Means agree within Monte-Carlo error.
 
     The Monte-Carlo standard error of a mean from an ensemble run is
@@ -92,7 +92,7 @@ def test_posterior_agrees_with_long_serial_run(pool):
     serial = emcee.EnsembleSampler(nwalkers, 3, qs.lnprob, args=data)
     serial.random_state = np.random.RandomState(11).get_state()
     serial.run_mcmc(p0, 2400)
-    split = run_split(pool, emcee.EnsembleSampler(nwalkers, 3, qs.lnprob, args=data),
+    split = run_split(split_pool, emcee.EnsembleSampler(nwalkers, 3, qs.lnprob, args=data),
                       p0, 1300, n_ensembles=2, seed=12)
 
     def mean_and_se(chain):  # chain: (nsteps, nwalkers, ndim)
@@ -108,17 +108,17 @@ def test_posterior_agrees_with_long_serial_run(pool):
     assert np.all(z < 4), (ma, mb, sa, sb, z)
 
 
-def test_rhat_near_one_when_converged(pool):
+def test_rhat_near_one_when_converged(split_pool):
     """R-hat - 1 is about 1/(2 N_eff) for converged chains: here N_eff per
     ensemble is ~ 16*400/tau(~10) = 640, so R-hat ~ 1.001; 1.02 allows the
     sampling spread of a 4-ensemble estimate many times over."""
-    r = run_split(pool, _sampler(), _p0(), 500, n_ensembles=4, seed=7)
+    r = run_split(split_pool, _sampler(), _p0(), 500, n_ensembles=4, seed=7)
     rhat = r.rhat(discard=100)
     assert rhat.shape == (NDIM,)
     assert np.all(rhat < 1.02), rhat
 
 
-def test_rhat_flags_ensembles_stuck_in_different_modes(pool):
+def test_rhat_flags_ensembles_stuck_in_different_modes(split_pool):
     """Modes 8 sigma apart: between-ensemble variance ~16 against 1 within,
     so R-hat is ~ sqrt(1 + 16/2) = 3 when half the ensembles sit in each."""
     ndim = 2
@@ -126,16 +126,16 @@ def test_rhat_flags_ensembles_stuck_in_different_modes(pool):
     starts = np.stack([
         _p0(s, ndim=ndim) * 0.1 + (4.0 if s % 2 else -4.0) for s in range(4)
     ])
-    r = run_split(pool, sampler, starts, 200, n_ensembles=4, seed=8)
+    r = run_split(split_pool, sampler, starts, 200, n_ensembles=4, seed=8)
     assert np.all(r.rhat(discard=50) > 1.5), r.rhat(discard=50)
 
 
-def test_resume_is_bit_identical_to_a_straight_run(pool, tmp_path):
+def test_resume_is_bit_identical_to_a_straight_run(split_pool, tmp_path):
     s = _sampler(helpers.gaussian_with_sum_blob)
-    first = run_split(pool, s, _p0(), 300, n_ensembles=2, seed=99, backend_dir=tmp_path)
+    first = run_split(split_pool, s, _p0(), 300, n_ensembles=2, seed=99, backend_dir=tmp_path)
     assert first.iteration == 300
-    resumed = run_split(pool, s, None, 200, backend_dir=tmp_path)
-    straight = run_split(pool, s, _p0(), 500, n_ensembles=2, seed=99)
+    resumed = run_split(split_pool, s, None, 200, backend_dir=tmp_path)
+    straight = run_split(split_pool, s, _p0(), 500, n_ensembles=2, seed=99)
     assert resumed.iteration == 500
     assert np.array_equal(resumed.get_chain(), straight.get_chain())
     assert np.array_equal(resumed.get_log_prob(), straight.get_log_prob())
@@ -144,13 +144,13 @@ def test_resume_is_bit_identical_to_a_straight_run(pool, tmp_path):
         assert os.stat(e.path).st_mode & 0o777 == 0o600
 
 
-def test_user_sampler_unchanged(pool):
+def test_user_sampler_unchanged(split_pool):
     s = _sampler(moves=[(emcee.moves.DEMove(), 0.5), (emcee.moves.StretchMove(), 0.5)])
-    s.pool = pool
+    s.pool = split_pool
     s.run_mcmc(_p0(), 5)
     before = copy.deepcopy({k: v for k, v in s.__dict__.items() if k != "pool"})
-    run_split(pool, s, _p0(), 10, seed=1)
-    assert s.pool is pool
+    run_split(split_pool, s, _p0(), 10, seed=1)
+    assert s.pool is split_pool
     after = {k: v for k, v in s.__dict__.items() if k != "pool"}
     assert before.keys() == after.keys()
     assert s.iteration == 5
@@ -167,21 +167,21 @@ def test_user_sampler_unchanged(pool):
         (dict(initial_state=None, nsteps=5), "backend_dir is None"),
     ],
 )
-def test_bad_input_is_a_clear_error(pool, kwargs, match):
+def test_bad_input_is_a_clear_error(split_pool, kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
-        run_split(pool, _sampler(), **kwargs)
+        run_split(split_pool, _sampler(), **kwargs)
 
 
-def test_existing_run_is_never_overwritten(pool, tmp_path):
-    run_split(pool, _sampler(), _p0(), 5, n_ensembles=2, seed=1, backend_dir=tmp_path)
+def test_existing_run_is_never_overwritten(split_pool, tmp_path):
+    run_split(split_pool, _sampler(), _p0(), 5, n_ensembles=2, seed=1, backend_dir=tmp_path)
     with pytest.raises(FileExistsError, match="initial_state=None"):
-        run_split(pool, _sampler(), _p0(), 5, n_ensembles=2, seed=1, backend_dir=tmp_path)
+        run_split(split_pool, _sampler(), _p0(), 5, n_ensembles=2, seed=1, backend_dir=tmp_path)
 
 
-def test_to_arviz_one_chain_per_ensemble(pool):
+def test_to_arviz_one_chain_per_ensemble(split_pool):
     pytest.importorskip("arviz")
     s = _sampler(parameter_names=["a", "b", "c"], fn=helpers.gaussian_named)
-    r = run_split(pool, s, np.abs(_p0()), 30, n_ensembles=3, seed=4)
+    r = run_split(split_pool, s, np.abs(_p0()), 30, n_ensembles=3, seed=4)
     idata = r.to_arviz(discard=10)
     assert set(idata.posterior.data_vars) == {"a", "b", "c"}
     assert idata.posterior.sizes["chain"] == 3

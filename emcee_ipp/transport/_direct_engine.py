@@ -1,0 +1,109 @@
+"""The engine's end of the direct channel: a ZeroMQ server in a thread.
+
+Runs on the engine. The pool asks for it once per engine, through
+ipyparallel (:func:`serve`); it binds a ROUTER socket on the interface the
+engine already uses to reach its controller, and serves map chunks from a
+daemon thread, so the engine's main thread keeps answering ipyparallel::
+
+    pool (DEALER)                          this thread (ROUTER)
+    [sig, {"id","op":"eval",...}, data] -> verify HMAC, or drop and log
+                                           _engine.evaluate(token, payload, chunk)
+    <- [sig, {"id","status",...}, data]    same id, so the pool matches it
+
+One server per engine process, shared by every pool of the same cluster
+(they share the session key).
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from urllib.parse import urlparse
+
+import zmq
+
+from .. import _engine
+from .._cache import MAX_ENTRIES
+from . import _frames
+
+log = logging.getLogger("emcee_ipp.direct")
+
+_SERVER: dict = {}  # "url", "thread", "rejected"
+
+
+def serve() -> str:
+    """Start this engine's server if needed; return the URL to connect to."""
+    if "url" not in _SERVER:
+        key = _session_key()
+        if not key:
+            raise RuntimeError("the cluster has no session key: refusing an unauthenticated channel")
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        ip = _interface_ip()
+        port = sock.bind_to_random_port(f"tcp://{ip}")
+        _SERVER.update(url=f"tcp://{ip}:{port}", rejected=0)
+        thread = threading.Thread(
+            target=_loop, args=(sock, key), name="emcee_ipp-direct", daemon=True
+        )
+        thread.start()
+        _SERVER["thread"] = thread
+    return _SERVER["url"]
+
+
+def rejected() -> int:
+    """How many messages failed authentication on this engine (for tests)."""
+    return _SERVER.get("rejected", 0)
+
+
+def _loop(sock, key: bytes) -> None:
+    while True:
+        try:
+            ident, *message = sock.recv_multipart(copy=False)
+        except zmq.ZMQError:  # context terminated: the engine is shutting down
+            return
+        verified = _frames.verify(key, message)
+        if verified is None:
+            _SERVER["rejected"] += 1
+            log.warning("emcee_ipp: dropped a message that failed authentication")
+            continue
+        header, frames = verified
+        sock.send_multipart([ident.bytes, *_handle(key, header, frames)])
+
+
+def _handle(key: bytes, header: dict, frames: list) -> list:
+    rid = header.get("id")
+    if header.get("op") == "ping":
+        return _frames.signed(key, {"id": rid, "status": "pong", "at": time.time()}, b"")
+    try:
+        chunk = _frames.decode_chunk(header, frames[0])
+        payload = frames[1] if header.get("payload") else None
+        reply = _engine.evaluate(header["token"], payload, chunk, MAX_ENTRIES)
+    except BaseException as exc:  # never let the server thread die
+        import traceback
+
+        reply = ("error", 0, type(exc).__name__, str(exc), traceback.format_exc())
+    fields, data = _frames.encode_reply(reply)
+    return _frames.signed(key, {"id": rid, **fields}, data)
+
+
+def _session_key() -> bytes:
+    from IPython import get_ipython
+
+    return get_ipython().kernel.session.key
+
+
+def _interface_ip() -> str:
+    """The local address of the interface this engine uses to reach its controller."""
+    from ipyparallel.engine.app import IPEngine
+
+    host = urlparse(IPEngine.instance().registration_url).hostname or "127.0.0.1"
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return "127.0.0.1"
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect((host, 9))  # no packet is sent: this only picks the route
+        return probe.getsockname()[0]
+    finally:
+        probe.close()

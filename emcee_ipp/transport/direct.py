@@ -1,0 +1,167 @@
+"""Map traffic over a direct, authenticated ZeroMQ channel to each engine.
+
+Runs on the client. ipyparallel remains the control plane (it starts and
+watches the engines, and carries the set-up call that opens this channel);
+only map chunks travel here, skipping the controller and the engine's
+kernel::
+
+    pool.map -> submit:     DEALER --[sig, header, positions, (fn bytes)]--> engine ROUTER
+                                                 (thread: _direct_engine._loop)
+    pool.map <- wait_first: DEALER <--[sig, header, results]---------------
+
+Every message is signed with the cluster's session key (``_frames``). Each
+request carries an id; a reply whose id is not awaited (a late reply of an
+interrupted or timed-out call) is dropped, never taken as another's answer.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import uuid
+
+import zmq
+
+from ..exceptions import EmceeIppError
+from . import _direct_engine, _frames
+from .base import Transport
+
+log = logging.getLogger("emcee_ipp")
+
+# How long an engine may take to answer the first ping before "auto" falls
+# back to ipyparallel's messages (an unreachable address never answers).
+PING_TIMEOUT_S = 3.0
+
+
+class DirectUnavailable(EmceeIppError, ConnectionError):
+    """The direct channel cannot be used with this cluster."""
+
+
+class DirectTransport(Transport):
+    """One DEALER socket per engine, connected to the engine's own server."""
+
+    name = "direct"
+
+    def __init__(self, client, control):
+        self._key = client.session.key
+        if not self._key:
+            raise DirectUnavailable(
+                "the cluster has no session key, so the direct channel could not be "
+                "authenticated; use transport='ipp'."
+            )
+        self._control = control  # an IppTransport, for the set-up calls
+        self._ctx = zmq.Context()
+        self._sockets: dict[int, zmq.Socket] = {}
+        self._urls: dict[int, str] = {}
+        self._prefix = uuid.uuid4().hex[:12]
+        self._ids = itertools.count()
+        self._awaited: dict[str, int] = {}  # request id -> engine id
+        self._poller = zmq.Poller()
+        self.dropped = 0  # late or unauthenticated replies thrown away
+
+    # -- engines ---------------------------------------------------------------
+
+    @property
+    def engines(self) -> list[int]:
+        """Engines with an open channel."""
+        return list(self._sockets)
+
+    def add_engines(self, engine_ids: list[int], timeout: float) -> None:
+        """Open the channel to each engine and check it answers, or raise DirectUnavailable."""
+        calls = [(eid, self._control.call(eid, _direct_engine.serve)) for eid in engine_ids]
+        for eid, ar in calls:
+            try:
+                url = ar.get(timeout=timeout)
+            except Exception as exc:
+                raise DirectUnavailable(f"engine {eid} could not open a direct channel: {exc}") from exc
+            sock = self._ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(url)
+            self._sockets[eid], self._urls[eid] = sock, url
+            self._poller.register(sock, zmq.POLLIN)
+        self._ping(engine_ids)
+
+    def _ping(self, engine_ids) -> None:
+        handles = {}
+        for eid in engine_ids:
+            rid = self._send(eid, {"op": "ping"})
+            handles[rid] = eid
+        deadline = time.monotonic() + PING_TIMEOUT_S
+        while handles and time.monotonic() < deadline:
+            for rid, _ in self.wait_first(list(handles), deadline - time.monotonic()):
+                handles.pop(rid)
+        if handles:
+            self.forget(list(handles))
+            unreachable = {handles[r]: self._urls[handles[r]] for r in handles}
+            raise DirectUnavailable(
+                f"engines did not answer on their direct channel within {PING_TIMEOUT_S} s: "
+                f"{unreachable}. The client cannot reach them (a firewall, NAT or SSH "
+                "tunnel?); transport='ipp' works wherever ipyparallel does."
+            )
+
+    def remove_engine(self, engine_id: int) -> None:
+        sock = self._sockets.pop(engine_id, None)
+        if sock is not None:
+            self._poller.unregister(sock)
+            sock.close(linger=0)
+
+    # -- the Transport contract -----------------------------------------------
+
+    def submit(self, engine_id, token, payload, chunk):
+        fields, data = _frames.encode_chunk(chunk)
+        header = {"op": "eval", "token": token, "payload": payload is not None, **fields}
+        return self._send(engine_id, header, data, *([payload] if payload is not None else []))
+
+    def wait_first(self, handles, timeout):
+        # Every reply still awaited belongs to one of ``handles``: the pool
+        # waits on all its calls in flight at once.
+        got = []
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while not got:
+            remaining = deadline - time.monotonic()
+            events = self._poller.poll(max(0, int(remaining * 1000)))
+            for sock, _ in events:
+                while True:
+                    try:
+                        message = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    reply = self._accept(message)
+                    if reply is not None:
+                        got.append(reply)
+            if remaining <= 0:
+                break
+        return got
+
+    def forget(self, handles):
+        for rid in handles:
+            self._awaited.pop(rid, None)
+
+    def close(self):
+        for eid in list(self._sockets):
+            self.remove_engine(eid)
+        self._ctx.term()
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _send(self, engine_id, header, *frames) -> str:
+        rid = f"{self._prefix}-{next(self._ids)}"
+        self._sockets[engine_id].send_multipart(_frames.signed(self._key, {"id": rid, **header}, *frames))
+        self._awaited[rid] = engine_id
+        return rid
+
+    def _accept(self, message):
+        verified = _frames.verify(self._key, message)
+        if verified is None:
+            self.dropped += 1
+            log.warning("emcee_ipp: dropped a reply that failed authentication")
+            return None
+        header, frames = verified
+        rid = header.get("id")
+        if rid not in self._awaited:
+            self.dropped += 1  # a late reply of an abandoned call
+            return None
+        del self._awaited[rid]
+        if header.get("status") == "pong":
+            return rid, ("pong",)
+        return rid, _frames.decode_reply(header, frames[0] if frames else b"")

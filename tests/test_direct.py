@@ -1,0 +1,108 @@
+"""The direct channel: authenticated, bound to the cluster's interface, falls back."""
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+import helpers
+from emcee_ipp import IPyParallelPool, MapTimeoutError
+from emcee_ipp.transport import DirectUnavailable, _frames
+
+
+def _send_raw(url, frames, wait_s=1.0):
+    """Send ``frames`` to an engine's direct channel; return any reply frames."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(url)
+    try:
+        sock.send_multipart(frames)
+        if sock.poll(int(wait_s * 1000)):
+            return sock.recv_multipart()
+        return None
+    finally:
+        sock.close()
+        ctx.term()
+
+
+def _evil_request(key, path):
+    header = {"id": "forged", "op": "eval", "token": "t", "payload": False, "kind": "pickle"}
+    return _frames.signed(key, header, pickle.dumps([helpers.CreatesFile(str(path))]))
+
+
+def test_forged_message_is_dropped_and_never_unpickled(split_pool, tmp_path):
+    eid = split_pool.client.ids[0]
+    url = split_pool._transport._urls[eid]  # noqa: SLF001
+    before = split_pool.client[eid].apply_sync(helpers.direct_rejected)
+
+    forged = tmp_path / "forged"
+    assert _send_raw(url, _evil_request(b"not the cluster key", forged)) is None
+    unsigned = tmp_path / "unsigned"
+    frames = _evil_request(b"k", unsigned)
+    assert _send_raw(url, [b"", *frames[1:]]) is None
+    time.sleep(0.3)
+    assert not forged.exists() and not unsigned.exists()
+    assert split_pool.client[eid].apply_sync(helpers.direct_rejected) == before + 2
+
+    # Control: the same message signed with the cluster's key is unpickled,
+    # so the two above were stopped by the signature, nothing else.
+    signed_ok = tmp_path / "signed"
+    reply = _send_raw(url, _evil_request(split_pool.client.session.key, signed_ok))
+    assert reply is not None and signed_ok.exists()
+    # The pool still works after all this.
+    x = np.ones((6, 2))
+    assert split_pool.map(helpers.gaussian, x) == [-1.0] * 6
+
+
+def test_channel_binds_only_the_clusters_interface(split_pool):
+    for url in split_pool._transport._urls.values():  # noqa: SLF001
+        assert url.startswith("tcp://127.0.0.1:"), url
+
+
+@pytest.mark.timeout(60)
+def test_late_reply_never_answers_the_next_call(pool):
+    # The log-prob sleeps 20 ms per walker: 40 walkers cannot finish in 0.2 s.
+    x = np.zeros((40, 2))
+    pool.timeout = 0.2
+    try:
+        with pytest.raises(MapTimeoutError, match="timeout=0.2"):
+            pool.map(helpers.gaussian_20ms, x)
+    finally:
+        pool.timeout = None
+    # The engines still work through the old chunks; their late replies must
+    # be dropped, and this call must get its own answers.
+    y = np.arange(12, dtype=float).reshape(6, 2)
+    assert pool.map(helpers.gaussian, y) == [helpers.gaussian(r) for r in y]
+    assert pool.map(helpers.gaussian, 2 * y) == [helpers.gaussian(r) for r in 2 * y]
+
+
+def test_bad_transport_name_is_refused():
+    with pytest.raises(ValueError, match="transport='fast'.*auto, direct, ipp"):
+        IPyParallelPool(1, transport="fast")
+
+
+@pytest.mark.timeout(120)
+def test_unreachable_engines_fall_back_or_fail_clearly(external_cluster, caplog):
+    client = external_cluster.connect_client_sync()
+    try:
+        # Make the engine advertise an address where nothing listens.
+        dead = "tcp://127.0.0.1:9"
+        old = client[:].apply_sync(helpers.point_direct_server_at, dead)
+        try:
+            with pytest.raises(DirectUnavailable, match="did not answer.*transport='ipp'"):
+                IPyParallelPool(client=client, transport="direct")
+            with caplog.at_level(logging.WARNING, logger="emcee_ipp"):
+                with IPyParallelPool(client=client, transport="auto") as p:
+                    assert p.transport == "ipp"
+                    assert p.map(helpers.gaussian, np.ones((3, 2))) == [-1.0] * 3
+            assert "uses ipyparallel messages" in caplog.text
+        finally:
+            for eid, url in zip(client.ids, old):
+                client[eid].apply_sync(helpers.point_direct_server_at, url)
+    finally:
+        client.close()
