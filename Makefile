@@ -25,6 +25,7 @@ test: $(VENV)/.stamp-test
 bench: $(VENV)/.stamp-bench
 	$(BIN)/python benchmarks/bench_pools.py
 	$(BIN)/python benchmarks/bench_split.py
+	$(BIN)/python benchmarks/bench_overhead.py
 	$(BIN)/python benchmarks/bench_startup.py
 
 clean:

@@ -92,19 +92,26 @@ def peer(name: str, n: int, ipp_pool=None):
         view = ipp_pool.client[:]
         view.block = True
         yield view
-    elif name == "IPyParallelPool":
+    elif name == "IPyParallelPool (direct)":
         yield ipp_pool
+    elif name == "IPyParallelPool (ipp)":
+        # The same engines, through ipyparallel's own messages.
+        from emcee_ipp import IPyParallelPool
+
+        with IPyParallelPool(client=ipp_pool.client, transport="ipp") as p:
+            yield p
     else:
         raise ValueError(f"unknown peer {name!r}")
 
 
 # The peers that always run a workload's full step count.
-FULL_LENGTH = ("serial", "IPyParallelPool")
+FULL_LENGTH = ("serial", "IPyParallelPool (direct)", "IPyParallelPool (ipp)")
 
 PEERS = [
     "serial",
     "multiprocessing.Pool",
     "schwimmbad.MultiPool",
     "ipyparallel DirectView",
-    "IPyParallelPool",
+    "IPyParallelPool (ipp)",
+    "IPyParallelPool (direct)",
 ]

@@ -3,7 +3,8 @@
 Runs the peers side by side, in one process run, on the same workloads and
 random state: serial, multiprocessing.Pool, schwimmbad.MultiPool, an
 ipyparallel DirectView passed as ``pool=`` (the seed write-up's EDIT), and
-IPyParallelPool. Reports seconds, the ratio to serial (per step, where a slow peer runs
+IPyParallelPool over ipyparallel's messages and over its direct channel, all
+on the same engines. Reports seconds, the ratio to serial (per step, where a slow peer runs
 fewer steps of the same chain), and whether each chain
 is bit-identical to the serial one; writes JSON and a plot of time/serial
 against log-prob cost.
@@ -44,7 +45,7 @@ def main() -> None:
     os.makedirs(OUT, exist_ok=True)
 
     results = []
-    with IPyParallelPool(args.engines) as ipp_pool:
+    with IPyParallelPool(args.engines, transport="direct") as ipp_pool:
         for w in workloads(args.scale).values():
             if args.only and w.name not in args.only:
                 continue
@@ -100,7 +101,8 @@ def plot(results, path) -> None:
     for name in PEERS[1:]:
         pts = sorted((r["cost_s"], r["ratio"]) for r in plain if r["peer"] == name)
         if pts:
-            ax.plot(*zip(*pts), marker="o", label=name, lw=2.5 if name == "IPyParallelPool" else 1.2)
+            ax.plot(*zip(*pts), marker="o", label=name,
+                    lw=2.5 if name.startswith("IPyParallelPool") else 1.2)
     ax.axhline(1.0, color="k", lw=0.8, ls="--", label="serial")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":", label="ideal on 2 cores")
     ax.set(xscale="log", yscale="log", xlabel="log-prob cost per call (s)",
