@@ -202,13 +202,14 @@ class IPyParallelPool:
             raise
         wall = time.perf_counter() - t0
 
-        results: list = []
-        for (eid, reply), (a, _) in zip(replies, bounds):
-            if reply[0] == "error":
-                _, index, type_name, message, tb = reply
+        for done, (a, _) in zip(replies, bounds):
+            if done is not None and done[1][0] == "error":  # other chunks may be unfinished
+                eid, (_, index, type_name, message, tb) = done
                 raise RemoteLogProbError(
                     eid, items[a + index], type_name, message
                 ) from RemoteTraceback(type_name, message, tb)
+        results: list = []
+        for _, reply in replies:
             results.extend(unpack_results(reply[1], reply[2]))
         self._policy.record(len(items), len(bounds), wall)
         return results

@@ -32,7 +32,7 @@ def _send_raw(url, frames, wait_s=1.0):
 
 def _evil_request(key, path):
     header = {"id": "forged", "op": "eval", "token": "t", "payload": False, "kind": "pickle"}
-    return _frames.signed(key, header, pickle.dumps([helpers.CreatesFile(str(path))]))
+    return [_frames.pack(key, header, pickle.dumps([helpers.CreatesFile(str(path))]))]
 
 
 def test_forged_message_is_dropped_and_never_unpickled(split_pool, tmp_path):
@@ -43,8 +43,8 @@ def test_forged_message_is_dropped_and_never_unpickled(split_pool, tmp_path):
     forged = tmp_path / "forged"
     assert _send_raw(url, _evil_request(b"not the cluster key", forged)) is None
     unsigned = tmp_path / "unsigned"
-    frames = _evil_request(b"k", unsigned)
-    assert _send_raw(url, [b"", *frames[1:]]) is None
+    frame = _evil_request(b"k", unsigned)[0]
+    assert _send_raw(url, [b"\0" * _frames.SIG_BYTES + frame[_frames.SIG_BYTES:]]) is None
     time.sleep(0.3)
     assert not forged.exists() and not unsigned.exists()
     assert split_pool.client[eid].apply_sync(helpers.direct_rejected) == before + 2

@@ -6,9 +6,9 @@ engine already uses to reach its controller, and serves map chunks from a
 daemon thread, so the engine's main thread keeps answering ipyparallel::
 
     pool (DEALER)                          this thread (ROUTER)
-    [sig, {"id","op":"eval",...}, data] -> verify HMAC, or drop and log
+    sig|{"id","op":"eval",...}|data     -> verify HMAC, or drop and log
                                            _engine.evaluate(token, payload, chunk)
-    <- [sig, {"id","status",...}, data]    same id, so the pool matches it
+    <- sig|{"id","status",...}|data        same id, so the pool matches it
 
 One server per engine process, shared by every pool of the same cluster
 (they share the session key).
@@ -60,32 +60,31 @@ def rejected() -> int:
 def _loop(sock, key: bytes) -> None:
     while True:
         try:
-            ident, *message = sock.recv_multipart(copy=False)
+            frames = sock.recv_multipart()  # copying is faster than tracking small frames
         except zmq.ZMQError:  # context terminated: the engine is shutting down
             return
-        verified = _frames.verify(key, message)
+        verified = _frames.unpack(key, frames[-1]) if len(frames) == 2 else None
         if verified is None:
             _SERVER["rejected"] += 1
             log.warning("emcee_ipp: dropped a message that failed authentication")
             continue
-        header, frames = verified
-        sock.send_multipart([ident.bytes, *_handle(key, header, frames)])
+        sock.send_multipart([frames[0], _handle(key, *verified)])
 
 
-def _handle(key: bytes, header: dict, frames: list) -> list:
+def _handle(key: bytes, header: dict, parts: list) -> bytes:
     rid = header.get("id")
     if header.get("op") == "ping":
-        return _frames.signed(key, {"id": rid, "status": "pong", "at": time.time()}, b"")
+        return _frames.pack(key, {"id": rid, "status": "pong", "at": time.time()})
     try:
-        chunk = _frames.decode_chunk(header, frames[0])
-        payload = frames[1] if header.get("payload") else None
+        chunk = _frames.decode_chunk(header, parts[0])
+        payload = bytes(parts[1]) if header.get("payload") else None
         reply = _engine.evaluate(header["token"], payload, chunk, MAX_ENTRIES)
     except BaseException as exc:  # never let the server thread die
         import traceback
 
         reply = ("error", 0, type(exc).__name__, str(exc), traceback.format_exc())
     fields, data = _frames.encode_reply(reply)
-    return _frames.signed(key, {"id": rid, **fields}, data)
+    return _frames.pack(key, {"id": rid, **fields}, data)
 
 
 def _session_key() -> bytes:

@@ -5,9 +5,9 @@ watches the engines, and carries the set-up call that opens this channel);
 only map chunks travel here, skipping the controller and the engine's
 kernel::
 
-    pool.map -> submit:     DEALER --[sig, header, positions, (fn bytes)]--> engine ROUTER
+    pool.map -> submit:     DEALER --sig|header|positions|(fn bytes)--> engine ROUTER
                                                  (thread: _direct_engine._loop)
-    pool.map <- wait_first: DEALER <--[sig, header, results]---------------
+    pool.map <- wait_first: DEALER <--sig|header|results---------------
 
 Every message is signed with the cluster's session key (``_frames``). Each
 request carries an id; a reply whose id is not awaited (a late reply of an
@@ -119,16 +119,10 @@ class DirectTransport(Transport):
         deadline = time.monotonic() + max(timeout, 0.0)
         while not got:
             remaining = deadline - time.monotonic()
-            events = self._poller.poll(max(0, int(remaining * 1000)))
-            for sock, _ in events:
-                while True:
-                    try:
-                        message = sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    reply = self._accept(message)
-                    if reply is not None:
-                        got.append(reply)
+            for sock, _ in self._poller.poll(max(0, int(remaining * 1000))):
+                reply = self._accept(sock.recv())  # poll said it is there
+                if reply is not None:
+                    got.append(reply)
             if remaining <= 0:
                 break
         return got
@@ -144,19 +138,19 @@ class DirectTransport(Transport):
 
     # -- helpers ---------------------------------------------------------------
 
-    def _send(self, engine_id, header, *frames) -> str:
+    def _send(self, engine_id, header, *parts) -> str:
         rid = f"{self._prefix}-{next(self._ids)}"
-        self._sockets[engine_id].send_multipart(_frames.signed(self._key, {"id": rid, **header}, *frames))
+        self._sockets[engine_id].send(_frames.pack(self._key, {"id": rid, **header}, *parts))
         self._awaited[rid] = engine_id
         return rid
 
-    def _accept(self, message):
-        verified = _frames.verify(self._key, message)
+    def _accept(self, frame):
+        verified = _frames.unpack(self._key, frame)
         if verified is None:
             self.dropped += 1
             log.warning("emcee_ipp: dropped a reply that failed authentication")
             return None
-        header, frames = verified
+        header, parts = verified
         rid = header.get("id")
         if rid not in self._awaited:
             self.dropped += 1  # a late reply of an abandoned call
@@ -164,4 +158,4 @@ class DirectTransport(Transport):
         del self._awaited[rid]
         if header.get("status") == "pong":
             return rid, ("pong",)
-        return rid, _frames.decode_reply(header, frames[0] if frames else b"")
+        return rid, _frames.decode_reply(header, parts[0] if parts else b"")
