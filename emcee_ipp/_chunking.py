@@ -29,6 +29,10 @@ EXPLORE_EVERY = 50  # after the first probes, one probe every this many maps
 WINDOW = 5  # recent wall times kept per chunk count
 MARGIN = 0.9  # a probe must be this much faster (per item) to be adopted
 MAX_CHUNKS_PER_ENGINE = 4  # most chunks per engine, for balancing
+# Fewer chunks than now can only pay when messages are a large part of a map;
+# a message costs at most ~4 ms (through ipyparallel), so a map longer than
+# this never probes downwards (a probe of a 160 ms map would cost 80 ms).
+PROBE_DOWN_MAX_S = 0.02
 
 
 class ChunkPolicy:
@@ -47,11 +51,13 @@ class ChunkPolicy:
         if (n_engines, n_items) != (self._engines, self._items):  # start measuring again
             self._engines, self._items = n_engines, n_items
             self.current, self._stats = min(n_engines, n_items), {}
-            self._probes = deque(self._neighbours(self.current))
+            self._probes = deque()
             self._calls = 0
         self._calls += 1
         if len(self._stats.get(self.current, ())) < MIN_SAMPLES:
             return self.current
+        if self._calls == MIN_SAMPLES + 1:  # first probes, now that timings exist
+            self._probes = deque(self._neighbours(self.current))
         if self._probes:
             return self._probes.popleft()
         if self._calls % EXPLORE_EVERY == 0:
@@ -71,4 +77,8 @@ class ChunkPolicy:
 
     def _neighbours(self, k: int) -> list[int]:
         top = min(self._items, self._engines * MAX_CHUNKS_PER_ENGINE)
-        return [c for c in (k // 2, k * 2) if 1 <= c <= top and c != k]
+        down = k // 2
+        recent = self._stats.get(k)
+        if recent and statistics.median(recent) * self._items > PROBE_DOWN_MAX_S:
+            down = 0
+        return [c for c in (down, k * 2) if 1 <= c <= top and c != k]

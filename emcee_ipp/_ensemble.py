@@ -63,7 +63,9 @@ def open_backend(path: str) -> emcee.backends.HDFBackend:
     return emcee.backends.HDFBackend(path, name="mcmc")
 
 
-def run_ensemble(recipe_bytes: bytes, start, rng_state, target: int, path: str | None) -> dict:
+def run_ensemble(
+    recipe_bytes: bytes, start, rng_state, target: int, path: str | None, progress: bool = False
+) -> dict:
     """Step one ensemble until its backend holds ``target`` iterations."""
     recipe = cloudpickle.loads(recipe_bytes)
     backend = open_backend(path) if path else emcee.backends.Backend()
@@ -82,12 +84,12 @@ def run_ensemble(recipe_bytes: bytes, start, rng_state, target: int, path: str |
         state = emcee.State(np.array(start, dtype=float), random_state=rng_state)
     resumed_from = backend.iteration
     if target > resumed_from:
-        _sample(sampler, state, target - resumed_from, done_before=resumed_from)
+        _sample(sampler, state, target - resumed_from, resumed_from, progress)
     return dict(_arrays(backend), resumed_from=resumed_from)
 
 
-def _sample(sampler, state, n: int, done_before: int) -> None:
-    publish = _publisher()
+def _sample(sampler, state, n: int, done_before: int, progress: bool) -> None:
+    publish = _publisher() if progress else (lambda data: None)
     last = time.monotonic()
     for k, _ in enumerate(sampler.sample(state, iterations=n), start=1):
         now = time.monotonic()

@@ -29,11 +29,12 @@ from ._chunking import ChunkPolicy
 from ._wire import as_items, chunk_bounds, unpack_results
 from .exceptions import (
     EngineSetupError,
+    MapTimeoutError,
     PoolClosedError,
     RemoteLogProbError,
     RemoteTraceback,
 )
-from .transport import TRANSPORTS, DirectTransport, DirectUnavailable, IppTransport
+from .transport import TRANSPORTS, DirectTransport, DirectUnavailable, IppTransport, _direct_engine
 
 log = logging.getLogger("emcee_ipp")
 
@@ -152,13 +153,14 @@ class IPyParallelPool:
             raise
 
     def _open_direct(self, required: bool, timeout: float) -> None:
+        direct = None
         try:
             direct = DirectTransport(self._client, self._control)
-            self._transport = direct
             direct.add_engines(list(self._client.ids), timeout)
+            self._transport = direct
         except DirectUnavailable as exc:
-            self._transport.close()
-            self._transport = self._control
+            if direct is not None:
+                direct.close()
             if required:
                 raise
             log.warning("emcee_ipp: transport='auto' uses ipyparallel messages: %s", exc)
@@ -197,7 +199,7 @@ class IPyParallelPool:
             replies = self._transport.run_map(
                 entry, items, bounds, targets, self.timeout, alive=self._live_engines
             )
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, MapTimeoutError):
             self.interrupt(targets)  # stop the work; its late replies are never read
             raise
         wall = time.perf_counter() - t0
@@ -296,6 +298,14 @@ class IPyParallelPool:
         """
         self._check_open()
         targets = list(self._client.ids) if engine_ids is None else list(engine_ids)
+        if isinstance(self._transport, DirectTransport):
+            # The log-prob runs in the engine's server thread, which SIGINT
+            # does not reach; the engine's main thread interrupts it.
+            for eid in targets:
+                try:
+                    self._control.call(eid, _direct_engine.interrupt)
+                except Exception:  # the engine may be gone
+                    pass
         if self._owned is not None:
             for eid in targets:
                 try:

@@ -16,9 +16,9 @@ to engines as they become free::
 """
 from __future__ import annotations
 
+import concurrent.futures
 import glob
 import os
-import time
 from collections import deque
 
 import emcee
@@ -36,7 +36,7 @@ FILE_PATTERN = "ensemble_{:04d}.h5"
 # An ensemble whose engine dies is started again elsewhere; a log-prob that
 # kills every engine it touches must not loop forever.
 MAX_ATTEMPTS = 3
-POLL_S = 0.05
+POLL_S = 0.25  # progress refresh, and how soon a newly registered engine gets work
 
 
 def run_split(
@@ -142,9 +142,15 @@ class _Scheduler:
                         i = queue.popleft()
                         self.attempts[i] += 1
                         view = self.pool.client.direct_view(eid)
-                        ar = view.apply_async(_ensemble.run_ensemble, self.recipe, *self.tasks[i])
+                        ar = view.apply_async(
+                            _ensemble.run_ensemble, self.recipe, *self.tasks[i], self.bar is not None
+                        )
                         running[eid] = (i, ar)
-                time.sleep(POLL_S)
+                # Wake at once when a task ends, else now and then for progress.
+                concurrent.futures.wait(
+                    [ar for _, ar in running.values()], timeout=POLL_S,
+                    return_when=concurrent.futures.FIRST_COMPLETED,
+                )
                 for eid, (i, ar) in list(running.items()):
                     self._progress(i, ar)
                     if not ar.ready():

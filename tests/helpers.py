@@ -154,3 +154,34 @@ def direct_rejected():
     from emcee_ipp.transport import _direct_engine
 
     return _direct_engine.rejected()
+
+
+def python_hang(x, seconds=60.0):
+    """A log-prob that hangs in Python code (interruptible between sleeps)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.005)
+    return 0.0
+
+
+def hang_if_negative(x):
+    if x[0] < 0:
+        return python_hang(x)
+    return gaussian(x)
+
+
+def returns_nan(x):
+    return float("nan") if x[0] > 0 else gaussian(x)
+
+
+def returns_string(x):
+    return "not a number"
+
+
+def process_usage():
+    """(RSS bytes, open fds) of this process."""
+    import resource  # noqa: F401
+
+    with open("/proc/self/statm") as f:
+        rss_pages = int(f.read().split()[1])
+    return rss_pages * os.sysconf("SC_PAGE_SIZE"), len(os.listdir("/proc/self/fd"))

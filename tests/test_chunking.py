@@ -28,6 +28,7 @@ def test_costly_work_stays_spread_and_probes_rarely():
     chosen = _drive(ChunkPolicy(), lambda k: 160e-3 / min(k, 8) + 0.3e-3 * k,
                     n_items=16, n_engines=n_engines, calls=400)
     assert chosen.count(8) > 0.95 * len(chosen)
+    assert 4 not in chosen  # 20 ms maps never probe fewer chunks
 
 
 def test_follows_a_changing_cost():

@@ -15,10 +15,12 @@ One server per engine process, shared by every pool of the same cluster
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import socket
 import threading
 import time
+import traceback
 from urllib.parse import urlparse
 
 import zmq
@@ -29,7 +31,7 @@ from . import _frames
 
 log = logging.getLogger("emcee_ipp.direct")
 
-_SERVER: dict = {}  # "url", "thread", "rejected"
+_SERVER: dict = {}  # "url", "thread", "rejected", "busy"
 
 
 def serve() -> str:
@@ -43,7 +45,7 @@ def serve() -> str:
         sock.setsockopt(zmq.LINGER, 0)
         ip = _interface_ip()
         port = sock.bind_to_random_port(f"tcp://{ip}")
-        _SERVER.update(url=f"tcp://{ip}:{port}", rejected=0)
+        _SERVER.update(url=f"tcp://{ip}:{port}", rejected=0, busy=False)
         thread = threading.Thread(
             target=_loop, args=(sock, key), name="emcee_ipp-direct", daemon=True
         )
@@ -57,18 +59,40 @@ def rejected() -> int:
     return _SERVER.get("rejected", 0)
 
 
+def interrupt() -> bool:
+    """Raise KeyboardInterrupt in the server thread if it is evaluating a chunk.
+
+    Runs on the engine's main thread (called through ipyparallel). SIGINT
+    only reaches the main thread; this reaches the log-prob running in the
+    server thread at its next Python instruction. Returns whether it was busy.
+    """
+    thread = _SERVER.get("thread")
+    if thread is None or not _SERVER.get("busy"):
+        return False
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread.ident), ctypes.py_object(KeyboardInterrupt)
+    )
+    return True
+
+
 def _loop(sock, key: bytes) -> None:
     while True:
         try:
-            frames = sock.recv_multipart()  # copying is faster than tracking small frames
+            _serve_one(sock, key)
         except zmq.ZMQError:  # context terminated: the engine is shutting down
             return
-        verified = _frames.unpack(key, frames[-1]) if len(frames) == 2 else None
-        if verified is None:
-            _SERVER["rejected"] += 1
-            log.warning("emcee_ipp: dropped a message that failed authentication")
-            continue
-        sock.send_multipart([frames[0], _handle(key, *verified)])
+        except BaseException:  # a late interrupt() must not end the server
+            _SERVER["busy"] = False
+
+
+def _serve_one(sock, key: bytes) -> None:
+    frames = sock.recv_multipart()  # copying is faster than tracking small frames
+    verified = _frames.unpack(key, frames[-1]) if len(frames) == 2 else None
+    if verified is None:
+        _SERVER["rejected"] += 1
+        log.warning("emcee_ipp: dropped a message that failed authentication")
+        return
+    sock.send_multipart([frames[0], _handle(key, *verified)])
 
 
 def _handle(key: bytes, header: dict, parts: list) -> bytes:
@@ -78,10 +102,12 @@ def _handle(key: bytes, header: dict, parts: list) -> bytes:
     try:
         chunk = _frames.decode_chunk(header, parts[0])
         payload = bytes(parts[1]) if header.get("payload") else None
-        reply = _engine.evaluate(header["token"], payload, chunk, MAX_ENTRIES)
-    except BaseException as exc:  # never let the server thread die
-        import traceback
-
+        _SERVER["busy"] = True
+        try:
+            reply = _engine.evaluate(header["token"], payload, chunk, MAX_ENTRIES)
+        finally:
+            _SERVER["busy"] = False
+    except BaseException as exc:  # interrupted, or worse: report, never die
         reply = ("error", 0, type(exc).__name__, str(exc), traceback.format_exc())
     fields, data = _frames.encode_reply(reply)
     return _frames.pack(key, {"id": rid, **fields}, data)

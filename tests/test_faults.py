@@ -1,0 +1,164 @@
+"""Faults with real process kills: nothing lost, nothing hangs, chains identical."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import emcee
+import numpy as np
+import pytest
+
+import helpers
+from emcee_ipp import IPyParallelPool, MapTimeoutError, NoEnginesError
+
+HERE = pathlib.Path(__file__).parent
+
+
+def _serial_and_pooled(pool, nsteps=40, kill=None):
+    """Run the same sampler serially and through ``pool``; ``kill()`` fires mid-run."""
+    p0 = np.random.RandomState(3).normal(size=(16, 3))
+    chains = []
+    for target in (None, pool):
+        sampler = emcee.EnsembleSampler(16, 3, helpers.sleepy_gaussian, args=(2e-3,), pool=target)
+        sampler.random_state = np.random.RandomState(9).get_state()
+        timer = None
+        if target is not None and kill is not None:
+            timer = threading.Timer(0.5, kill)
+            timer.start()
+        try:
+            sampler.run_mcmc(p0, nsteps)
+        finally:
+            if timer is not None:
+                timer.cancel()
+        chains.append(sampler.get_chain())
+    return chains
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("transport", ["direct", "ipp"])
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "stopped"])
+def test_engine_lost_mid_run_chain_still_identical(transport, how):
+    """An engine killed (or silently stopped: a lost host) during emcee's run:
+    its chunks go to the survivor and the chain equals the serial one. A
+    stopped engine is noticed when it misses 20 heartbeats of 100 ms (2 s)."""
+    with IPyParallelPool(2, transport=transport) as pool:
+        victim = pool.engine_pids[pool.client.ids[0]]
+        try:
+            serial, pooled = _serial_and_pooled(pool, kill=lambda: os.kill(victim, how))
+            assert np.array_equal(serial, pooled)
+            assert pool.size == 1
+        finally:
+            if how == signal.SIGSTOP:
+                os.kill(victim, signal.SIGKILL)  # ours: the pool's own engine
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("transport", ["direct", "ipp"])
+def test_every_engine_gone_is_a_clear_error_not_a_hang(transport):
+    with IPyParallelPool(1, transport=transport) as pool:
+        victim = pool.engine_pids[pool.client.ids[0]]
+        threading.Timer(0.5, os.kill, (victim, signal.SIGKILL)).start()
+        t0 = time.monotonic()
+        with pytest.raises(NoEnginesError, match="every engine of the pool is gone"):
+            pool.map(helpers.python_hang, np.zeros((2, 2)))
+        # Noticed within the heartbeat bound (2 s) plus slack for a loaded machine.
+        assert time.monotonic() - t0 < 15
+
+
+@pytest.mark.timeout(60)
+def test_hanging_log_prob_times_out_names_engine_and_pool_recovers(pool):
+    x = np.array([[-1.0, 0.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])
+    pool.timeout = 1.0
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(MapTimeoutError, match=r"timeout=1.0 s; engines \[\d") as info:
+            pool.map(helpers.hang_if_negative, x)
+        assert time.monotonic() - t0 < 3
+        assert isinstance(info.value, TimeoutError)
+    finally:
+        pool.timeout = None
+    # The hung engine was interrupted: the next map is prompt and correct.
+    t0 = time.monotonic()
+    y = np.arange(8, dtype=float).reshape(4, 2)
+    assert pool.map(helpers.gaussian, y) == [helpers.gaussian(r) for r in y]
+    assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("transport", ["direct", "ipp"])
+def test_ctrl_c_in_client_is_prompt_and_leaks_nothing(transport):
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "interrupt_script.py"), transport],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(1.0)  # the hanging map is under way
+        sent = time.time()
+        proc.send_signal(signal.SIGINT)
+        outcome = json.loads(proc.stdout.readline())
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        err = proc.stderr.read()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert outcome["interrupted"], err
+    assert outcome["at"] - sent < 1.0
+    assert outcome["next_ok"]
+    assert outcome["next_s"] < 5  # the engines were interrupted, not left hanging
+
+
+@pytest.mark.parametrize("func", [helpers.returns_nan, helpers.returns_string])
+def test_bad_log_prob_values_behave_as_serial_emcee(pool, func):
+    p0 = np.abs(np.random.RandomState(0).normal(size=(8, 2))) + 0.1
+
+    def run(target):
+        sampler = emcee.EnsembleSampler(8, 2, func, pool=target)
+        with pytest.raises(Exception) as info:
+            sampler.run_mcmc(p0, 3)
+        return info.value
+
+    serial, pooled = run(None), run(pool)
+    assert type(serial) is type(pooled)
+    assert str(serial) == str(pooled)
+
+
+@pytest.mark.timeout(240)
+def test_ten_thousand_maps_do_not_grow_memory_or_fds(pool):
+    """RSS may move by allocator slack; 8 MiB over 10,000 maps would be ~800
+    bytes leaked per call, far below what any per-call leak of a message,
+    socket or array (each >= 1 KiB) would show. fds must not move at all."""
+    x = np.random.default_rng(0).normal(size=(16, 3))
+    for _ in range(500):
+        pool.map(helpers.gaussian, x)
+    engines_before = pool.client[:].apply_sync(helpers.process_usage)
+    client_before = helpers.process_usage()
+    for _ in range(10_000):
+        pool.map(helpers.gaussian, x)
+    client_after = helpers.process_usage()
+    engines_after = pool.client[:].apply_sync(helpers.process_usage)
+    slack = 8 * 2**20
+    assert client_after[1] == client_before[1]
+    assert client_after[0] - client_before[0] < slack
+    for (rss0, fd0), (rss1, fd1) in zip(engines_before, engines_after):
+        assert fd1 == fd0
+        assert rss1 - rss0 < slack
+
+
+@pytest.mark.timeout(240)
+def test_thirty_two_engines_on_two_cores_start_and_work():
+    with IPyParallelPool(32, start_timeout=180) as pool:
+        assert pool.size == 32
+        x = np.random.default_rng(1).normal(size=(64, 3))
+        got = pool.map(helpers.slow_gaussian_with_pid, x)
+        assert [g[0] for g in got] == [helpers.gaussian(r) for r in x]
+        assert len({g[1] for g in got}) == 32  # every engine took part
