@@ -38,6 +38,7 @@ def evaluate(token: str, payload: bytes | None, chunk, max_entries: int = 4):
     if fn is None:
         if payload is None:
             return ("miss",)
+        finish_warming()
         fn = cloudpickle.loads(payload)
         _CACHE[token] = fn
         while len(_CACHE) > max_entries:
@@ -69,6 +70,7 @@ def cached_tokens() -> list[str]:
 def run_initializer(key: str, payload: bytes) -> int:
     """Run a pool's initializer once per engine process; return this engine's pid."""
     if key not in _INITIALIZED:
+        finish_warming()
         initializer, initargs = cloudpickle.loads(payload)
         initializer(*initargs)
         _INITIALIZED.add(key)
@@ -93,6 +95,17 @@ def pid() -> int:
 
 
 _WARMING: list = []
+
+
+def finish_warming() -> None:
+    """Wait for the background imports before importing anything else.
+
+    Two threads importing a package and one of its submodules at once can
+    deadlock on the module locks (importlib then raises _DeadlockError in
+    one of them); the warm-up is half done by now, so waiting costs nothing.
+    """
+    if _WARMING:
+        _WARMING[0].join()
 
 
 def _warm() -> None:

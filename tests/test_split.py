@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import os
 import signal
 import threading
@@ -212,3 +213,14 @@ def test_engine_killed_mid_run_resumes_from_its_file(tmp_path):
     restarted = [e for e in r.ensembles if e.restarts]
     assert len(restarted) == 1
     assert 0 < restarted[0].resumed_from < 300  # continued from its file
+
+
+def test_progress_bar_updates_while_running(split_pool, capsys):
+    # ~1.5 s of sampling; tqdm redraws at most every 0.1 s, so a live bar
+    # shows many intermediate counts, a bar updated at the end shows none.
+    sampler = _sampler(helpers.sleepy_gaussian)
+    run_split(split_pool, sampler, _p0(), 120, n_ensembles=2, seed=1, progress=True)
+    err = capsys.readouterr().err
+    counts = {int(m) for m in re.findall(r"\| *(\d+)/240", err)}
+    assert 240 in counts
+    assert len([c for c in counts if 0 < c < 240]) >= 3, err[-500:]
