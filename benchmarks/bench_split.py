@@ -16,7 +16,6 @@ import statistics
 import time
 
 import emcee
-import numpy as np
 
 from emcee_ipp import IPyParallelPool, run_split
 from emcee_ipp import _quickstart as qs

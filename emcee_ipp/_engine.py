@@ -17,7 +17,6 @@ The cache is module state, so it lives as long as the engine process.
 from __future__ import annotations
 
 import os
-import threading
 import time
 import traceback
 from collections import OrderedDict
@@ -38,7 +37,6 @@ def evaluate(token: str, payload: bytes | None, chunk, max_entries: int = 4):
     if fn is None:
         if payload is None:
             return ("miss",)
-        finish_warming()
         fn = cloudpickle.loads(payload)
         _CACHE[token] = fn
         while len(_CACHE) > max_entries:
@@ -70,49 +68,12 @@ def cached_tokens() -> list[str]:
 def run_initializer(key: str, payload: bytes) -> int:
     """Run a pool's initializer once per engine process; return this engine's pid."""
     if key not in _INITIALIZED:
-        finish_warming()
         initializer, initargs = cloudpickle.loads(payload)
         initializer(*initargs)
         _INITIALIZED.add(key)
     return pid()
 
 
-# Imported in the background once an engine is set up: unpickling emcee's
-# _FunctionWrapper imports emcee, and emcee imports scipy.stats (~0.6 s). Done
-# while the engine waits for its first map, it costs that map nothing.
-WARM_MODULES = ("emcee",)
-
-
 def pid() -> int:
-    """This engine's process id (the pool's set-up call: it proves the import).
-
-    Also starts importing :data:`WARM_MODULES` in a background thread.
-    """
-    if not _WARMING:
-        _WARMING.append(threading.Thread(target=_warm, name="emcee_ipp-warm", daemon=True))
-        _WARMING[0].start()
+    """This engine's process id (the pool's set-up call: it proves the import)."""
     return os.getpid()
-
-
-_WARMING: list = []
-
-
-def finish_warming() -> None:
-    """Wait for the background imports before importing anything else.
-
-    Two threads importing a package and one of its submodules at once can
-    deadlock on the module locks (importlib then raises _DeadlockError in
-    one of them); the warm-up is half done by now, so waiting costs nothing.
-    """
-    if _WARMING:
-        _WARMING[0].join()
-
-
-def _warm() -> None:
-    import importlib
-
-    for name in WARM_MODULES:
-        try:
-            importlib.import_module(name)
-        except ImportError:  # the engine may not need it
-            pass

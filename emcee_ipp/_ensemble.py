@@ -19,10 +19,8 @@ import os
 import time
 
 import cloudpickle
+import emcee
 import numpy as np
-
-# emcee is imported inside the functions: this module is loaded on engines
-# while their background warm-up may be importing emcee (see _engine.py).
 
 # Progress messages cost an IOPub message each; a few per second per engine
 # keeps the bar live without loading the controller.
@@ -51,8 +49,6 @@ def sampler_recipe(sampler) -> bytes:
 
 def open_backend(path: str):
     """The HDF5 file of one ensemble (an emcee HDFBackend), owner-only."""
-    import emcee
-
     try:
         import h5py
     except ImportError as exc:
@@ -71,11 +67,6 @@ def run_ensemble(
     recipe_bytes: bytes, start, rng_state, target: int, path: str | None, progress: bool = False
 ) -> dict:
     """Step one ensemble until its backend holds ``target`` iterations."""
-    from ._engine import finish_warming
-
-    finish_warming()
-    import emcee
-
     recipe = cloudpickle.loads(recipe_bytes)
     backend = open_backend(path) if path else emcee.backends.Backend()
     resuming = path is not None and backend.initialized and backend.iteration > 0

@@ -85,7 +85,7 @@ def _print_table(rows, t_serial, args) -> None:
     print("\nposterior median [16%, 84%] per run; true value last")
     for i, label in enumerate(qs.LABELS):
         cells = []
-        for name, _, _, flat, _ in rows:
+        for _, _, _, flat, _ in rows:
             lo, med, hi = np.percentile(flat[:, i], [16, 50, 84])
             cells.append(f"{med:+.3f} [{lo:+.3f}, {hi:+.3f}]")
         print(f"  {label:<5} " + "  ".join(cells) + f"  ({qs.TRUTH[i]:+.3f})")
@@ -103,7 +103,7 @@ def _corner(rows, path) -> None:
         ) from exc
     colors = ["k", "tab:blue", "tab:orange"]
     fig = None
-    for (name, _, _, flat, _), color in zip(rows, colors):
+    for (_, _, _, flat, _), color in zip(rows, colors):
         fig = corner.corner(
             flat, fig=fig, color=color, labels=list(qs.LABELS), truths=list(qs.TRUTH),
             hist_kwargs={"density": True}, plot_datapoints=False,

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable
 import cloudpickle
 
 from . import _cluster, _engine
-from ._cache import MAX_ENTRIES, FunctionCache
+from ._cache import FunctionCache
 from ._chunking import ChunkPolicy
 from ._wire import as_items, chunk_bounds, unpack_results
 from .exceptions import (
