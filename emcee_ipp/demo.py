@@ -93,7 +93,11 @@ def _print_table(rows, t_serial, args) -> None:
 
 def _corner(rows, path) -> None:
     try:
-        import corner
+        import warnings
+
+        with warnings.catch_warnings():  # corner imports arviz, which announces a refactor
+            warnings.simplefilter("ignore", FutureWarning)
+            import corner
         import matplotlib
 
         matplotlib.use("Agg")
@@ -101,15 +105,19 @@ def _corner(rows, path) -> None:
         raise ImportError(
             "--plot needs corner and matplotlib: pip install 'emcee_ipp[demo]'"
         ) from exc
-    colors = ["k", "tab:blue", "tab:orange"]
+    # The pooled chain is identical to the serial one: dashed, drawn over it.
+    styles = [("k", "-", 2.5), ("tab:blue", "--", 1.2), ("tab:orange", "-", 1.2)]
     fig = None
-    for (_, _, _, flat, _), color in zip(rows, colors):
+    for (_, _, _, flat, _), (color, ls, lw) in zip(rows, styles):
         fig = corner.corner(
             flat, fig=fig, color=color, labels=list(qs.LABELS), truths=list(qs.TRUTH),
-            hist_kwargs={"density": True}, plot_datapoints=False,
+            truth_color="grey", plot_datapoints=False, plot_density=False,
+            hist_kwargs={"density": True, "linestyle": ls, "linewidth": lw},
+            contour_kwargs={"linestyles": ls, "linewidths": lw},
         )
     fig.legend(
-        handles=[matplotlib.lines.Line2D([], [], color=c, label=r[0]) for r, c in zip(rows, colors)],
+        handles=[matplotlib.lines.Line2D([], [], color=c, ls=ls, lw=lw, label=r[0])
+                 for r, (c, ls, lw) in zip(rows, styles)],
         loc="upper right",
     )
     fig.savefig(path, dpi=100)
