@@ -290,22 +290,33 @@ class IPyParallelPool:
         return 60.0 if self.timeout is None else max(self.timeout, 60.0)
 
     def interrupt(self, engine_ids: list[int] | None = None) -> None:
-        """Send SIGINT to engines (default: all), interrupting what they run.
+        """Interrupt the map work running on engines (default: all).
 
-        Engines of the pool's own cluster get it straight from ``os.kill``;
-        engines of other clusters through ipyparallel, which needs the
-        engines' nanny (on by default in ipyparallel clusters).
+        On the direct channel the log-prob runs in each engine's server
+        thread, and the engine's main thread raises KeyboardInterrupt there.
+        Through ipyparallel it runs in the main thread, which gets SIGINT.
         """
         self._check_open()
         targets = list(self._client.ids) if engine_ids is None else list(engine_ids)
         if isinstance(self._transport, DirectTransport):
             # The log-prob runs in the engine's server thread, which SIGINT
-            # does not reach; the engine's main thread interrupts it.
+            # does not reach; the engine's main thread interrupts it. No
+            # SIGINT as well: it could abort that very call.
             for eid in targets:
                 try:
                     self._control.call(eid, _direct_engine.interrupt)
                 except Exception:  # the engine may be gone
                     pass
+        else:
+            self._signal_main_threads(targets)
+
+    def _signal_main_threads(self, targets: list[int]) -> None:
+        """SIGINT to engines' main threads (ipyparallel tasks, map over ipp).
+
+        Engines of the pool's own cluster get it straight from ``os.kill``;
+        engines of other clusters through ipyparallel, which needs the
+        engines' nanny (on by default in ipyparallel clusters).
+        """
         if self._owned is not None:
             for eid in targets:
                 try:

@@ -195,8 +195,8 @@ class _Scheduler:
         self.steps[i] = max(self.steps[i], steps)
 
     def _interrupt(self, running):
-        if running:
-            self.pool.interrupt(list(running))
+        if running:  # ensembles run in the engines' main threads
+            self.pool._signal_main_threads(list(running))  # noqa: SLF001
 
 
 def _engine_lost(exc) -> bool:

@@ -1,7 +1,8 @@
 """Ctrl-C in a client, run as a subprocess by tests/test_faults.py.
 
-Starts a pool, prints "ready", runs a map whose log-prob hangs, and reports
-as JSON when KeyboardInterrupt arrived and whether the next map is correct.
+Starts a pool, prints "ready", runs a map (or, with "split", a run_split)
+whose log-prob hangs, and reports as JSON when KeyboardInterrupt arrived and
+whether the next map is correct.
 """
 import json
 import sys
@@ -9,15 +10,21 @@ import time
 
 import numpy as np
 
+import emcee
+
 import helpers
-from emcee_ipp import IPyParallelPool
+from emcee_ipp import IPyParallelPool, run_split
 
 with IPyParallelPool(2, transport=sys.argv[1]) as pool:
     x = np.arange(12, dtype=float).reshape(6, 2)
     pool.map(helpers.gaussian, x)
     print("ready", flush=True)
     try:
-        pool.map(helpers.python_hang, -np.ones((4, 2)))
+        if len(sys.argv) > 2 and sys.argv[2] == "split":
+            sampler = emcee.EnsembleSampler(4, 2, helpers.python_hang)
+            run_split(pool, sampler, np.random.default_rng(0).normal(size=(4, 2)), 10, seed=1)
+        else:
+            pool.map(helpers.python_hang, -np.ones((4, 2)))
         outcome = {"interrupted": False}
     except KeyboardInterrupt:
         outcome = {"interrupted": True, "at": time.time()}

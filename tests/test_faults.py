@@ -91,10 +91,12 @@ def test_hanging_log_prob_times_out_names_engine_and_pool_recovers(pool):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("transport", ["direct", "ipp"])
-def test_ctrl_c_in_client_is_prompt_and_leaks_nothing(transport):
+@pytest.mark.parametrize(
+    "transport, call", [("direct", "map"), ("ipp", "map"), ("direct", "split")]
+)
+def test_ctrl_c_in_client_is_prompt_and_leaks_nothing(transport, call):
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "interrupt_script.py"), transport],
+        [sys.executable, str(HERE / "interrupt_script.py"), transport, call],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE,
     )
     try:
@@ -115,6 +117,18 @@ def test_ctrl_c_in_client_is_prompt_and_leaks_nothing(transport):
     assert outcome["at"] - sent < 1.0
     assert outcome["next_ok"]
     assert outcome["next_s"] < 5  # the engines were interrupted, not left hanging
+
+
+@pytest.mark.timeout(60)
+def test_too_few_engines_within_the_timeout_is_a_clear_error(external_cluster):
+    client = external_cluster.connect_client_sync()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(NoEnginesError, match=r"registered .* within timeout=2.0 s, 99 needed"):
+            IPyParallelPool(client=client, n=99, start_timeout=2.0)
+        assert time.monotonic() - t0 < 10
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize("func", [helpers.returns_nan, helpers.returns_string])

@@ -32,6 +32,12 @@ def test_missing_profile_is_a_clear_error(ipython_dir):
         IPyParallelPool(profile="no_such_profile", start_timeout=2)
 
 
+@pytest.mark.timeout(60)
+def test_missing_cluster_id_is_a_clear_error(external_cluster):
+    with pytest.raises(ClusterNotFoundError, match="cluster_id='nope'.*--cluster-id=nope"):
+        IPyParallelPool(profile="emcee_ipp_test", cluster_id="nope", start_timeout=2)
+
+
 def test_schwimmbad_interface(pool):
     assert pool.is_master() is True
     assert pool.is_worker() is False

@@ -58,11 +58,9 @@ def test_same_seed_same_result_whatever_the_engines(split_pool, external_cluster
     # 3 ensembles on 2 engines (queued) against 3 on the external cluster's engines.
     a = run_split(split_pool, _sampler(), _p0(), 40, n_ensembles=3, seed=2024)
     with IPyParallelPool(cluster=external_cluster) as other:
-        assert other.size != split_pool.size or True
         b = run_split(other, _sampler(), _p0(), 40, n_ensembles=3, seed=2024)
     assert np.array_equal(a.get_chain(), b.get_chain())
     assert np.array_equal(a.get_log_prob(), b.get_log_prob())
-    assert {e.engine_id for e in a.ensembles} != {None}
 
 
 def test_different_seeds_differ_and_streams_never_shared(split_pool):
@@ -190,29 +188,33 @@ def test_to_arviz_one_chain_per_ensemble(split_pool):
 
 
 @pytest.mark.timeout(180)
-def test_engine_killed_mid_run_resumes_from_its_file(tmp_path):
-    """SIGKILL one engine mid-run: its ensemble restarts on the other engine
-    from its last saved step, and the result equals an undisturbed run."""
+@pytest.mark.parametrize("with_files", [True, False], ids=["backend_dir", "no-files"])
+def test_engine_killed_mid_run_restarts_elsewhere(tmp_path, with_files):
+    """SIGKILL one engine mid-run: its ensemble restarts on the other engine,
+    from its last saved step (or from its start, on the same random stream,
+    without files), and the result equals an undisturbed run."""
     sampler = _sampler(helpers.sleepy_gaussian)
+    backend_dir = tmp_path if with_files else None
     with IPyParallelPool(2) as victim_pool:
         victim = victim_pool.engine_pids[victim_pool.client.ids[0]]
         timer = threading.Timer(1.5, os.kill, (victim, signal.SIGKILL))
         timer.start()
         try:
             r = run_split(victim_pool, sampler, _p0(), 300, n_ensembles=2, seed=5,
-                          backend_dir=tmp_path)
+                          backend_dir=backend_dir)
         finally:
             timer.cancel()
         assert victim_pool.size == 1  # the engine really died
-        # Every file is readable and complete.
-        for e in r.ensembles:
-            saved = emcee.backends.HDFBackend(e.path, read_only=True)
-            assert saved.iteration == 300
         undisturbed = run_split(victim_pool, sampler, _p0(), 300, n_ensembles=2, seed=5)
     assert np.array_equal(r.get_chain(), undisturbed.get_chain())
     restarted = [e for e in r.ensembles if e.restarts]
     assert len(restarted) == 1
-    assert 0 < restarted[0].resumed_from < 300  # continued from its file
+    if with_files:
+        assert 0 < restarted[0].resumed_from < 300  # continued from its file
+        for e in r.ensembles:  # every file is readable and complete
+            assert emcee.backends.HDFBackend(e.path, read_only=True).iteration == 300
+    else:
+        assert restarted[0].resumed_from == 0
 
 
 def test_progress_bar_updates_while_running(split_pool, capsys):
