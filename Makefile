@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean sysdeps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,13 @@ $(VENV)/.stamp-%: setup.cfg pyproject.toml | $(BIN)/python
 demo: $(VENV)/.stamp-demo
 	$(BIN)/emcee-ipp demo --plot demo.png
 
-test: $(VENV)/.stamp-test
+# Debian packages the multi-host tests use (network namespaces): installed
+# when missing and we are root, as on CI; otherwise those tests skip and say why.
+sysdeps:
+	@command -v ip >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2; } || true
+
+test: $(VENV)/.stamp-test sysdeps
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.stamp-bench
