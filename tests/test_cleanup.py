@@ -72,24 +72,17 @@ def _kill_leftovers(pids):
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_owner_killed_cluster_is_stopped(sig):
-    proc, info = _start_owner("sleep")
-    os.kill(proc.pid, sig)
-    _finish(proc)
-    elapsed, left = _wait_gone(info["pids"] + [info["reaper"]])
-    _kill_leftovers(left)
-    assert not left, f"still alive {elapsed:.1f} s after the owner died: {left}"
-
-
-@pytest.mark.timeout(90)
-def test_interpreter_exit_without_close_stops_cluster():
-    proc, info = _start_owner("exit")
+@pytest.mark.parametrize("ending", ["SIGKILL", "SIGTERM", "exit"])
+def test_owner_gone_cluster_is_stopped(ending):
+    """The owner is killed, or its interpreter exits without close()."""
+    proc, info = _start_owner("exit" if ending == "exit" else "sleep")
+    if ending != "exit":
+        os.kill(proc.pid, getattr(signal, ending))
     proc.wait(timeout=30)
     _finish(proc)
     elapsed, left = _wait_gone(info["pids"] + [info["reaper"]])
     _kill_leftovers(left)
-    assert not left, f"still alive {elapsed:.1f} s after exit: {left}"
+    assert not left, f"still alive {elapsed:.1f} s after the owner ended ({ending}): {left}"
 
 
 @pytest.mark.timeout(90)
