@@ -19,11 +19,14 @@ $(VENV)/.stamp-%: setup.cfg pyproject.toml | $(BIN)/python
 demo: $(VENV)/.stamp-demo
 	$(BIN)/emcee-ipp demo --plot demo.png
 
-# Debian packages the multi-host tests use (network namespaces): installed
-# when missing and we are root, as on CI; otherwise those tests skip and say why.
+# Debian packages some tests use: iproute2 (hosts as network namespaces) and
+# OpenMPI (engines started by mpiexec). Installed when missing and we are
+# root, as on CI; otherwise those tests skip and say why.
+SYSDEPS := iproute2 openmpi-bin libopenmpi-dev
 sysdeps:
-	@command -v ip >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2; } || true
+	@{ command -v ip && command -v mpiexec; } >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] \
+	  && command -v apt-get >/dev/null && apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSDEPS); } || true
 
 test: $(VENV)/.stamp-test sysdeps
 	$(BIN)/python -m pytest

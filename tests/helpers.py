@@ -185,3 +185,9 @@ def process_usage():
     with open("/proc/self/statm") as f:
         rss_pages = int(f.read().split()[1])
     return rss_pages * os.sysconf("SC_PAGE_SIZE"), len(os.listdir("/proc/self/fd"))
+
+
+def mpi_rank_and_size():
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
