@@ -191,3 +191,7 @@ def mpi_rank_and_size():
     from mpi4py import MPI
 
     return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
+
+
+def slurm_job_id():
+    return os.environ.get("SLURM_JOB_ID")

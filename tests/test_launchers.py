@@ -59,3 +59,41 @@ def test_pool_on_mpi_engines(mpi_cluster):
         assert len(client.ids) == 2  # still running after the pool closed
     finally:
         client.close()
+
+
+def _slurm_answers() -> bool:
+    import subprocess
+
+    if shutil.which("sinfo") is None:
+        return False
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and "idle" in out.stdout
+
+
+@pytest.mark.timeout(180)
+def test_pool_on_slurm_engines(ipython_dir):
+    """Engines submitted as a Slurm job by ipyparallel's Slurm launcher."""
+    if not _slurm_answers():
+        pytest.skip("no Slurm answers `sinfo`; `sudo .ci/slurm.sh start` runs a single-node one")
+    import ipyparallel as ipp
+
+    cluster = ipp.Cluster(engines="slurm", n=2, log_level=30,
+                          controller_args=["--HeartMonitor.period=300"])
+    try:
+        with IPyParallelPool(cluster=cluster, start_timeout=120) as pool:
+            assert pool.size == 2
+            jobs = set(pool.client[:].apply_sync(helpers.slurm_job_id))
+            assert len(jobs) == 1 and None not in jobs  # both engines inside one Slurm job
+            p0 = np.random.RandomState(1).normal(size=(16, 3))
+            chains = []
+            for target in (None, pool):
+                sampler = emcee.EnsembleSampler(16, 3, helpers.gaussian, pool=target)
+                sampler.random_state = np.random.RandomState(2).get_state()
+                sampler.run_mcmc(p0, 30)
+                chains.append(sampler.get_chain())
+            assert np.array_equal(*chains)
+    finally:
+        cluster.stop_cluster_sync()
