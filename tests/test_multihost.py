@@ -56,6 +56,30 @@ def test_pool_across_hosts(netns_cluster, hosts, transport):
 
 
 @pytest.mark.timeout(180)
+def test_engine_killed_on_a_host_chain_identical(hosts, ipython_dir):
+    """SIGKILL the engine inside one namespace mid-run: the other host
+    finishes the chain, identical to serial."""
+    with netns.cluster_across(hosts, profile="emcee_ipp_netns_kill") as (_, client, engines):
+        with IPyParallelPool(client=client) as pool:
+            victim = engines[hosts[0][0]]
+
+            def run(target, on_step=None):
+                sampler = emcee.EnsembleSampler(
+                    16, 3, helpers.sleepy_gaussian, args=(2e-3,), pool=target
+                )
+                sampler.random_state = np.random.RandomState(5).get_state()
+                p0 = np.random.RandomState(3).normal(size=(16, 3))
+                for k, _ in enumerate(sampler.sample(p0, iterations=40)):
+                    if on_step:
+                        on_step(k)
+                return sampler.get_chain()
+
+            pooled = run(pool, lambda k: k == 5 and victim.kill())
+            assert np.array_equal(pooled, run(None))
+            assert pool.size == len(hosts) - 1
+
+
+@pytest.mark.timeout(180)
 def test_cut_host_is_dropped_then_all_cut_is_a_clear_error(netns_cluster, hosts):
     """Take one host's link down mid-run: its engine misses heartbeats (2 s),
     the pool finishes on the other host with the serial chain; with every
