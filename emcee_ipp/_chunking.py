@@ -7,13 +7,14 @@ more engines pays depends on the log-prob, the transport and the machine, so
 the policy measures instead of modelling. It starts with one chunk per
 engine, keeps the median of the last few wall times per item for each chunk
 count it uses (a median, so one slow call, such as the first, which ships the
-function and imports its modules, cannot skew it), and climbs: now and then
-it tries one map with half or twice as many chunks, and moves there if that
-map was clearly faster. More chunks than engines let the engines that finish
+function and imports its modules, cannot skew it), and climbs: after the
+first maps and then now and then, it runs a few maps with half and with twice
+as many chunks, measured afresh, and moves where the median was clearly
+faster. More chunks than engines let the engines that finish
 first take more work (load balancing; see ``Transport.run_map``).
 
-A probe costs at most one map in EXPLORE_EVERY, so a log-prob whose best
-split is the first one loses ~2%; a cheap one finds its best within a few
+Probes cost a few maps in EXPLORE_EVERY, so a log-prob whose best split is
+the first one loses a few percent at most; a cheap one finds its best within a few
 maps. Any split gives the same results in the same order: the choice changes
 speed, never the chain.
 """
@@ -25,7 +26,8 @@ from collections import deque
 # Tuned with benchmarks/bench_pools.py (quickstart, 1 ms and 10 ms log-probs
 # on 2 engines) and benchmarks/bench_overhead.py (2 to 32 engines):
 MIN_SAMPLES = 3  # maps at the current chunk count before probing its neighbours
-EXPLORE_EVERY = 50  # after the first probes, one probe every this many maps
+PROBE_MAPS = 3  # maps a probe runs, so one noisy map cannot decide
+EXPLORE_EVERY = 100  # after the first probes, probe again every this many maps
 WINDOW = 5  # recent wall times kept per chunk count
 MARGIN = 0.9  # a probe must be this much faster (per item) to be adopted
 MAX_CHUNKS_PER_ENGINE = 4  # most chunks per engine, for balancing
@@ -44,41 +46,59 @@ class ChunkPolicy:
         self.current = 1
         self._stats: dict[int, deque] = {}  # k -> recent wall seconds per item
         self._calls = 0
-        self._probes = deque()  # neighbours still to try before settling
+        self._queue: deque = deque()  # neighbours still to probe
+        self._probe = None  # [k, maps left] while probing k
 
     def n_chunks(self, n_items: int, n_engines: int) -> int:
         """Chunks for a map of ``n_items`` over ``n_engines`` engines."""
         if (n_engines, n_items) != (self._engines, self._items):  # start measuring again
             self._engines, self._items = n_engines, n_items
             self.current, self._stats = min(n_engines, n_items), {}
-            self._probes = deque()
-            self._calls = 0
+            self._queue, self._probe, self._calls = deque(), None, 0
         self._calls += 1
+        if self._probe is not None:
+            return self._probe[0]
         if len(self._stats.get(self.current, ())) < MIN_SAMPLES:
             return self.current
-        if self._calls == MIN_SAMPLES + 1:  # first probes, now that timings exist
-            self._probes = deque(self._neighbours(self.current))
-        if self._probes:
-            return self._probes.popleft()
-        if self._calls % EXPLORE_EVERY == 0:
-            self._probes.extend(self._neighbours(self.current))
-            return self._probes.popleft() if self._probes else self.current
+        if self._calls == MIN_SAMPLES + 1 or self._calls % EXPLORE_EVERY == 0:
+            self._queue = deque(self._neighbours(self.current))
+            if self._start_probe():
+                return self._probe[0]
         return self.current
 
     def record(self, n_items: int, n_chunks: int, wall_s: float) -> None:
         """Learn from one finished map of ``n_items`` split into ``n_chunks``."""
+        if self._engines is None:  # no choice was made through n_chunks
+            return
         self._stats.setdefault(n_chunks, deque(maxlen=WINDOW)).append(wall_s / n_items)
-        if n_chunks != self.current and self.current in self._stats:
-            if statistics.median(self._stats[n_chunks]) < MARGIN * statistics.median(
-                self._stats[self.current]
-            ):
-                self.current = n_chunks
-                self._probes = deque(self._neighbours(n_chunks))
+        if self._probe is None or self._probe[0] != n_chunks:
+            return
+        self._probe[1] -= 1
+        if self._probe[1] > 0:
+            return
+        self._probe = None
+        if _median(self._stats[n_chunks]) < MARGIN * _median(self._stats[self.current]):
+            self.current = n_chunks  # and climb on from there
+            self._queue = deque(self._neighbours(n_chunks))
+        self._start_probe()
+
+    def _start_probe(self) -> bool:
+        """Probe the next queued neighbour with fresh measurements."""
+        if not self._queue:
+            return False
+        k = self._queue.popleft()
+        self._stats[k] = deque(maxlen=WINDOW)  # old times may predate a change
+        self._probe = [k, PROBE_MAPS]
+        return True
 
     def _neighbours(self, k: int) -> list[int]:
         top = min(self._items, self._engines * MAX_CHUNKS_PER_ENGINE)
         down = k // 2
         recent = self._stats.get(k)
-        if recent and statistics.median(recent) * self._items > PROBE_DOWN_MAX_S:
+        if recent and _median(recent) * self._items > PROBE_DOWN_MAX_S:
             down = 0
         return [c for c in (down, k * 2) if 1 <= c <= top and c != k]
+
+
+def _median(values) -> float:
+    return statistics.median(values)

@@ -20,14 +20,14 @@ def test_first_calls_use_every_engine():
 def test_cheap_work_moves_to_one_chunk():
     chosen = _drive(ChunkPolicy(), lambda k: 0.6e-3 + 0.3e-3 * k)
     assert chosen[:3] == [2, 2, 2]
-    assert chosen[20:].count(1) > 0.95 * len(chosen[20:])
+    assert chosen[20:].count(1) > 0.9 * len(chosen[20:])
 
 
 def test_costly_work_stays_spread_and_probes_rarely():
     n_engines = 8
     chosen = _drive(ChunkPolicy(), lambda k: 160e-3 / min(k, 8) + 0.3e-3 * k,
                     n_items=16, n_engines=n_engines, calls=400)
-    assert chosen.count(8) > 0.95 * len(chosen)
+    assert chosen.count(8) > 0.9 * len(chosen)
     assert 4 not in chosen  # 20 ms maps never probe fewer chunks
 
 
