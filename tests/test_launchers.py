@@ -16,6 +16,17 @@ import helpers
 from emcee_ipp import IPyParallelPool, run_split
 
 
+def _assert_chain_identical_to_serial(pool):
+    p0 = np.random.RandomState(1).normal(size=(16, 3))
+    chains = []
+    for target in (None, pool):
+        sampler = emcee.EnsembleSampler(16, 3, helpers.gaussian, pool=target)
+        sampler.random_state = np.random.RandomState(2).get_state()
+        sampler.run_mcmc(p0, 30)
+        chains.append(sampler.get_chain())
+    assert np.array_equal(*chains)
+
+
 @pytest.fixture(scope="module")
 def mpi_cluster():
     if shutil.which("mpiexec") is None:
@@ -43,15 +54,8 @@ def test_pool_on_mpi_engines(mpi_cluster):
         ranks = sorted(pool.client[:].apply_sync(helpers.mpi_rank_and_size))
         assert ranks == [(0, 2), (1, 2)]  # one MPI world of two ranks
 
+        _assert_chain_identical_to_serial(pool)
         p0 = np.random.RandomState(1).normal(size=(16, 3))
-        chains = []
-        for target in (None, pool):
-            sampler = emcee.EnsembleSampler(16, 3, helpers.gaussian, pool=target)
-            sampler.random_state = np.random.RandomState(2).get_state()
-            sampler.run_mcmc(p0, 30)
-            chains.append(sampler.get_chain())
-        assert np.array_equal(*chains)
-
         r = run_split(pool, emcee.EnsembleSampler(16, 3, helpers.gaussian), p0, 20, seed=1)
         assert r.get_chain().shape == (20, 32, 3)
     client = mpi_cluster.connect_client_sync()
@@ -87,13 +91,6 @@ def test_pool_on_slurm_engines(ipython_dir):
             assert pool.size == 2
             jobs = set(pool.client[:].apply_sync(helpers.slurm_job_id))
             assert len(jobs) == 1 and None not in jobs  # both engines inside one Slurm job
-            p0 = np.random.RandomState(1).normal(size=(16, 3))
-            chains = []
-            for target in (None, pool):
-                sampler = emcee.EnsembleSampler(16, 3, helpers.gaussian, pool=target)
-                sampler.random_state = np.random.RandomState(2).get_state()
-                sampler.run_mcmc(p0, 30)
-                chains.append(sampler.get_chain())
-            assert np.array_equal(*chains)
+            _assert_chain_identical_to_serial(pool)
     finally:
         cluster.stop_cluster_sync()
