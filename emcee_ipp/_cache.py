@@ -36,7 +36,6 @@ class FunctionCache:
     def __init__(self, max_entries: int = MAX_ENTRIES):
         self.max_entries = max_entries
         self._entries: "OrderedDict[str, CacheEntry]" = OrderedDict()
-        self.pickle_count = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -48,7 +47,6 @@ class FunctionCache:
                 self._entries.move_to_end(token)
                 return entry
         entry = CacheEntry(func, uuid.uuid4().hex, _dumps(func))
-        self.pickle_count += 1
         self._entries[entry.token] = entry
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
