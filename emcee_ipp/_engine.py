@@ -23,15 +23,16 @@ from collections import OrderedDict
 
 import cloudpickle
 
+from ._cache import MAX_ENTRIES
 from ._wire import pack_results
 
 # Functions deserialized on this engine, by the token the client gave them.
-# Bounded like the client's cache (same constant), least recently used first.
+# Bounded like the client's cache (MAX_ENTRIES), least recently used first.
 _CACHE: "OrderedDict[str, object]" = OrderedDict()
 _INITIALIZED: set = set()  # keys of pool initializers already run here
 
 
-def evaluate(token: str, payload: bytes | None, chunk, max_entries: int = 4):
+def evaluate(token: str, payload: bytes | None, chunk, max_entries: int = MAX_ENTRIES):
     """Evaluate the cached function ``token`` on every item of ``chunk``."""
     fn = _CACHE.get(token)
     if fn is None:

@@ -34,7 +34,7 @@ from .exceptions import (
     RemoteLogProbError,
     RemoteTraceback,
 )
-from .transport import TRANSPORTS, DirectTransport, DirectUnavailable, IppTransport, _direct_engine
+from .transport import TRANSPORTS, DirectTransport, DirectUnavailable, IppTransport
 
 log = logging.getLogger("emcee_ipp")
 
@@ -256,8 +256,7 @@ class IPyParallelPool:
         for gone in self._ready.difference(ids):
             self._ready.discard(gone)
             self._cache.forget_engine(gone)
-            if isinstance(self._transport, DirectTransport):
-                self._transport.remove_engine(gone)
+            self._transport.remove_engine(gone)
         if not ids:
             _cluster.wait_for_engines(self._client, 1, 30.0)
             return self._engines()
@@ -282,8 +281,7 @@ class IPyParallelPool:
                     "ImportError, install emcee_ipp (and your log-prob's "
                     "modules) in the engines' Python environment."
                 ) from exc
-            if isinstance(self._transport, DirectTransport) and eid not in self._transport.engines:
-                self._transport.add_engines([eid], self._setup_timeout())
+            self._transport.add_engines([eid], self._setup_timeout())
             self._ready.add(eid)
 
     def _setup_timeout(self) -> float:
@@ -298,16 +296,7 @@ class IPyParallelPool:
         """
         self._check_open()
         targets = list(self._client.ids) if engine_ids is None else list(engine_ids)
-        if isinstance(self._transport, DirectTransport):
-            # The log-prob runs in the engine's server thread, which SIGINT
-            # does not reach; the engine's main thread interrupts it. No
-            # SIGINT as well: it could abort that very call.
-            for eid in targets:
-                try:
-                    self._control.call(eid, _direct_engine.interrupt)
-                except Exception:  # the engine may be gone
-                    pass
-        else:
+        if not self._transport.interrupt(targets):
             self._signal_main_threads(targets)
 
     def _signal_main_threads(self, targets: list[int]) -> None:

@@ -29,6 +29,7 @@ from . import _ensemble
 from .exceptions import EmceeIppError, RemoteTraceback
 from .pool import IPyParallelPool
 from .result import EnsembleResult, SplitResult, backend_from_arrays
+from .transport.ipp import engine_lost
 
 __all__ = ["run_split"]
 
@@ -129,7 +130,6 @@ class _Scheduler:
 
             total = sum(t[2] - d for t, d in zip(tasks, done))
             self.bar = tqdm(total=total, unit="step", desc=f"run_split x{len(tasks)}")
-        self._base = list(done)
 
     def run(self):
         queue = deque(range(len(self.tasks)))
@@ -141,9 +141,9 @@ class _Scheduler:
                     if queue and eid not in running and eid not in self.lost:
                         i = queue.popleft()
                         self.attempts[i] += 1
-                        view = self.pool.client.direct_view(eid)
-                        ar = view.apply_async(
-                            _ensemble.run_ensemble, self.recipe, *self.tasks[i], self.bar is not None
+                        ar = self.pool._control.call(  # noqa: SLF001
+                            eid, _ensemble.run_ensemble, self.recipe, *self.tasks[i],
+                            self.bar is not None,
                         )
                         running[eid] = (i, ar)
                 # Wake at once when a task ends, else now and then for progress.
@@ -161,7 +161,7 @@ class _Scheduler:
                         engines[i] = eid
                         self._set_steps(i, self.tasks[i][2])
                     except (ipp_error.EngineError, ipp_error.RemoteError) as exc:
-                        if not _engine_lost(exc):
+                        if not engine_lost(exc):
                             raise _remote_failure(i, eid, exc) from RemoteTraceback(
                                 exc.ename, exc.evalue, exc.traceback or ""
                             )
@@ -197,11 +197,6 @@ class _Scheduler:
     def _interrupt(self, running):
         if running:  # ensembles run in the engines' main threads
             self.pool._signal_main_threads(list(running))  # noqa: SLF001
-
-
-def _engine_lost(exc) -> bool:
-    """ipyparallel reports a dead engine as EngineError, or as a RemoteError named so."""
-    return isinstance(exc, ipp_error.EngineError) or getattr(exc, "ename", "") == "EngineError"
 
 
 def _remote_failure(i, eid, exc) -> EmceeIppError:

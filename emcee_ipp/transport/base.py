@@ -44,6 +44,17 @@ class Transport(ABC):
     def forget(self, handles: list) -> None:
         """Stop tracking ``handles`` whose replies will never be read."""
 
+    def add_engines(self, engine_ids: list[int], timeout: float) -> None:
+        """Make new engines reachable (ipyparallel's messages reach them already)."""
+
+    def remove_engine(self, engine_id: int) -> None:
+        """Drop what the transport holds for an engine that left."""
+
+    def interrupt(self, engine_ids: list[int]) -> bool:
+        """Interrupt map work the transport runs outside the engines' main
+        threads; return False when that work runs in them (SIGINT's job)."""
+        return False
+
     def close(self) -> None:
         """Release what the transport holds (sockets, views)."""
 
@@ -55,11 +66,12 @@ class Transport(ABC):
         engines: list[int],
         timeout: float | None,
         alive: Callable[[], list[int]],
-    ) -> list[tuple[int, tuple, int]]:
-        """Evaluate every chunk; return ``(engine_id, reply, chunk_index)`` in chunk order.
+    ) -> list:
+        """Evaluate every chunk; return ``(engine_id, reply)`` per chunk, in chunk order.
 
         The first chunks go to ``engines`` in order; each further chunk goes
-        to the first engine that finishes.
+        to the first engine that finishes. After an error reply the list is
+        returned at once, with None for chunks not finished.
         """
         pending = deque(range(len(bounds)))
         idle = deque(engines)

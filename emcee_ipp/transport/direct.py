@@ -61,13 +61,11 @@ class DirectTransport(Transport):
 
     # -- engines ---------------------------------------------------------------
 
-    @property
-    def engines(self) -> list[int]:
-        """Engines with an open channel."""
-        return list(self._sockets)
-
     def add_engines(self, engine_ids: list[int], timeout: float) -> None:
-        """Open the channel to each engine and check it answers, or raise DirectUnavailable."""
+        """Open the channel to each new engine and check it answers, or raise DirectUnavailable."""
+        engine_ids = [eid for eid in engine_ids if eid not in self._sockets]
+        if not engine_ids:
+            return
         calls = [(eid, self._control.call(eid, _direct_engine.serve)) for eid in engine_ids]
         for eid, ar in calls:
             try:
@@ -100,10 +98,22 @@ class DirectTransport(Transport):
             )
 
     def remove_engine(self, engine_id: int) -> None:
+        self._urls.pop(engine_id, None)
         sock = self._sockets.pop(engine_id, None)
         if sock is not None:
             self._poller.unregister(sock)
             sock.close(linger=0)
+
+    def interrupt(self, engine_ids: list[int]) -> bool:
+        """The log-prob runs in each engine's server thread, which SIGINT does
+        not reach: the engine's main thread raises KeyboardInterrupt there.
+        (No SIGINT as well: it could abort that very call.)"""
+        for eid in engine_ids:
+            try:
+                self._control.call(eid, _direct_engine.interrupt)
+            except Exception:  # the engine may be gone
+                pass
+        return True
 
     # -- the Transport contract -----------------------------------------------
 

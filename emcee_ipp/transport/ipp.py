@@ -71,12 +71,15 @@ class IppTransport(Transport):
         self._views.clear()
 
 
+def engine_lost(exc: BaseException) -> bool:
+    """ipyparallel reports a dead engine as EngineError, or as a RemoteError named so."""
+    return isinstance(exc, ipp_error.EngineError) or getattr(exc, "ename", "") == "EngineError"
+
+
 def _reply(ar):
     try:
         return ar.get(0)
-    except ipp_error.EngineError as exc:
-        return EngineLost(str(exc))
-    except ipp_error.RemoteError as exc:
-        if exc.ename == "EngineError":  # how ipyparallel reports a dead engine
+    except (ipp_error.EngineError, ipp_error.RemoteError) as exc:
+        if engine_lost(exc):
             return EngineLost(str(exc))
         raise
