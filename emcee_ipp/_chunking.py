@@ -31,10 +31,6 @@ EXPLORE_EVERY = 100  # after the first probes, probe again every this many maps
 WINDOW = 5  # recent wall times kept per chunk count
 MARGIN = 0.9  # a probe must be this much faster (per item) to be adopted
 MAX_CHUNKS_PER_ENGINE = 4  # most chunks per engine, for balancing
-# Fewer chunks than now can only pay when messages are a large part of a map;
-# a message costs at most ~4 ms (through ipyparallel), so a map longer than
-# this never probes downwards (a probe of a 160 ms map would cost 80 ms).
-PROBE_DOWN_MAX_S = 0.02
 
 
 class ChunkPolicy:
@@ -45,6 +41,7 @@ class ChunkPolicy:
         self._items = None
         self.current = 1
         self._stats: dict[int, deque] = {}  # k -> recent wall seconds per item
+        self._compute: dict[int, deque] = {}  # k -> recent longest chunk compute (s)
         self._calls = 0
         self._queue: deque = deque()  # neighbours still to probe
         self._probe = None  # [k, maps left] while probing k
@@ -53,7 +50,7 @@ class ChunkPolicy:
         """Chunks for a map of ``n_items`` over ``n_engines`` engines."""
         if (n_engines, n_items) != (self._engines, self._items):  # start measuring again
             self._engines, self._items = n_engines, n_items
-            self.current, self._stats = min(n_engines, n_items), {}
+            self.current, self._stats, self._compute = min(n_engines, n_items), {}, {}
             self._queue, self._probe, self._calls = deque(), None, 0
         self._calls += 1
         if self._probe is not None:
@@ -66,11 +63,15 @@ class ChunkPolicy:
                 return self._probe[0]
         return self.current
 
-    def record(self, n_items: int, n_chunks: int, wall_s: float) -> None:
-        """Learn from one finished map of ``n_items`` split into ``n_chunks``."""
+    def record(self, n_items: int, n_chunks: int, wall_s: float, compute_s: float) -> None:
+        """Learn from one finished map of ``n_items`` split into ``n_chunks``.
+
+        ``compute_s`` is the longest time an engine spent evaluating one chunk.
+        """
         if self._engines is None:  # no choice was made through n_chunks
             return
         self._stats.setdefault(n_chunks, deque(maxlen=WINDOW)).append(wall_s / n_items)
+        self._compute.setdefault(n_chunks, deque(maxlen=WINDOW)).append(compute_s)
         if self._probe is None or self._probe[0] != n_chunks:
             return
         self._probe[1] -= 1
@@ -88,16 +89,31 @@ class ChunkPolicy:
             return False
         k = self._queue.popleft()
         self._stats[k] = deque(maxlen=WINDOW)  # old times may predate a change
+        self._compute[k] = deque(maxlen=WINDOW)
         self._probe = [k, PROBE_MAPS]
         return True
 
     def _neighbours(self, k: int) -> list[int]:
         top = min(self._items, self._engines * MAX_CHUNKS_PER_ENGINE)
         down = k // 2
-        recent = self._stats.get(k)
-        if recent and _median(recent) * self._items > PROBE_DOWN_MAX_S:
+        if k <= self._engines and not self._messages_dominate(k):
             down = 0
         return [c for c in (down, k * 2) if 1 <= c <= top and c != k]
+
+
+    def _messages_dominate(self, k: int) -> bool:
+        """Could half as many chunks be faster than ``k``?
+
+        With no more chunks than engines, halving them doubles each engine's
+        share, so it can only pay when a chunk computes for less than half
+        the map's wall time (the rest being messages). A 1 ms log-prob never
+        qualifies, and skips the probe that would cost it ~4%
+        (benchmarks/bench_pools.py, "cpu 1 ms").
+        """
+        wall, compute = self._stats.get(k), self._compute.get(k)
+        if not wall or not compute:
+            return True
+        return 2 * _median(compute) < _median(wall) * self._items
 
 
 def _median(values) -> float:

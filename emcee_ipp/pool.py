@@ -213,7 +213,7 @@ class IPyParallelPool:
         results: list = []
         for _, reply in replies:
             results.extend(unpack_results(reply[1], reply[2]))
-        self._policy.record(len(items), len(bounds), wall)
+        self._policy.record(len(items), len(bounds), wall, max(r[3] for _, r in replies))
         return results
 
     def _live_engines(self) -> list[int]:

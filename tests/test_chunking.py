@@ -2,12 +2,13 @@
 from emcee_ipp._chunking import EXPLORE_EVERY, ChunkPolicy
 
 
-def _drive(policy, cost, n_items=50, n_engines=2, calls=200):
-    """Feed the policy a wall-time model ``cost(k)``; return its choices."""
+def _drive(policy, cost, n_items=50, n_engines=2, calls=200, compute=lambda k: 0.0):
+    """Feed the policy a model of wall time ``cost(k)`` and of the longest
+    chunk's compute time ``compute(k)``; return its choices."""
     chosen = []
     for _ in range(calls):
         k = policy.n_chunks(n_items, n_engines)
-        policy.record(n_items, k, cost(k))
+        policy.record(n_items, k, cost(k), compute(k))
         chosen.append(k)
     return chosen
 
@@ -25,10 +26,18 @@ def test_cheap_work_moves_to_one_chunk():
 
 def test_costly_work_stays_spread_and_probes_rarely():
     n_engines = 8
-    chosen = _drive(ChunkPolicy(), lambda k: 160e-3 / min(k, 8) + 0.3e-3 * k,
-                    n_items=16, n_engines=n_engines, calls=400)
+    compute = lambda k: 160e-3 / min(k, 8)  # noqa: E731
+    chosen = _drive(ChunkPolicy(), lambda k: compute(k) + 0.3e-3 * k,
+                    n_items=16, n_engines=n_engines, calls=400, compute=compute)
     assert chosen.count(8) > 0.9 * len(chosen)
-    assert 4 not in chosen  # 20 ms maps never probe fewer chunks
+    assert 4 not in chosen  # compute dominates: fewer chunks are never probed
+
+
+def test_cheap_maps_probe_fewer_chunks():
+    # Messages dominate (a chunk computes 0.1 ms of a 0.9 ms map): halving pays.
+    compute = lambda k: 0.2e-3 / k  # noqa: E731
+    chosen = _drive(ChunkPolicy(), lambda k: compute(k) + 0.8e-3 * k, compute=compute)
+    assert chosen[20:].count(1) > 0.9 * len(chosen[20:])
 
 
 def test_follows_a_changing_cost():
