@@ -51,7 +51,11 @@ CONTROLLER_ARGS = [
     "--nodb",
     "--usethreads",
 ]
-ENGINE_ARGS = ["--IPEngine.enable_nanny=False", "--IPEngine.wait_for_url_file=60"]
+ENGINE_ARGS = [
+    "--IPEngine.enable_nanny=False",
+    "--IPEngine.wait_for_url_file=60",
+    "--IPEngine.out_stream_factory=emcee_ipp._outstream.QuickFlushOutStream",
+]
 
 
 def default_n_engines() -> int:

@@ -2,14 +2,21 @@
 
 Runs on the client::
 
-    submit ----> DirectView(engine).apply_async(_engine.evaluate, ...)
+    submit ----> Client.send_apply_request(_engine.evaluate, ...) to one engine
                    client -> controller (mux scheduler) -> engine kernel
-    wait_first <- AsyncResult, a concurrent.futures.Future
+    wait_first <- its reply future (a concurrent.futures.Future)
                    engine -> controller -> client
 
 One message per chunk, never blocking on submission. ipyparallel's blocking
-``map`` is not used: it swallows KeyboardInterrupt. Each AsyncResult answers
+``map`` is not used: it swallows KeyboardInterrupt. Each future answers
 exactly one message, so a late reply can never be read as another's.
+
+Map chunks skip the view layer (``DirectView.apply_async``) and its
+``AsyncResult``: the request is the same message a view sends, but the client
+does less per call (no AsyncResult, no parsing of the reply's dates), which
+matters when a message costs ~3 ms of CPU spread over 3 processes
+(benchmarks/bench_overhead.py). Set-up calls (:meth:`IppTransport.call`) use
+the view.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ class IppTransport(Transport):
     def __init__(self, client):
         self._client = client
         self._views: dict = {}
+        self._idents: dict = {}  # engine id -> its routing identity on the mux socket
 
     def _view(self, engine_id):
         view = self._views.get(engine_id)
@@ -42,33 +50,46 @@ class IppTransport(Transport):
         return self._view(engine_id).apply_async(fn, *args)
 
     def submit(self, engine_id, token, payload, chunk):
-        return self.call(engine_id, _engine.evaluate, token, payload, chunk, MAX_ENTRIES)
+        ident = self._idents.get(engine_id)
+        if ident is None:
+            ident = self._idents[engine_id] = self._client._build_targets(engine_id)[0][0]  # noqa: SLF001
+        return self._client.send_apply_request(
+            self._view(engine_id)._socket,  # noqa: SLF001 (the view's own mux socket)
+            _engine.evaluate,
+            [token, payload, chunk, MAX_ENTRIES],
+            ident=ident,
+        )
 
     def wait_first(self, handles, timeout):
         done, _ = concurrent.futures.wait(
             handles, timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED
         )
-        replies = [(ar, _reply(ar)) for ar in done]
-        for ar, _ in replies:
-            self._purge(ar)
+        replies = [(future, _reply(future.result())) for future in done]
+        for future, _ in replies:
+            self._forget_history(future.msg_id)
         return replies
 
-    def _purge(self, ar) -> None:
-        """Drop a read reply from the client's caches, which otherwise grow by
-        every message (~1 KB per map: 10,000 maps grew the client by 10 MB)."""
-        self._client.purge_local_results(jobs=ar.msg_ids)
+    def forget(self, handles):
+        for future in handles:
+            self._forget_history(future.msg_id)
+
+    def _forget_history(self, msg_id) -> None:
+        """The client keeps every msg_id in ``history`` (~100 bytes a map;
+        10,000 maps grew the client by 10 MB); drop ours once answered. Its
+        other caches empty themselves when the reply and output are in."""
         history = self._client.history
-        for msg_id in ar.msg_ids:
-            if history and history[-1] == msg_id:
-                history.pop()
-            elif msg_id in history[-64:]:
-                history.remove(msg_id)
-        view = self._views.get(getattr(ar, "engine_id", None))
-        if view is not None:
-            view.history.clear()
+        if history and history[-1] == msg_id:
+            history.pop()
+        elif msg_id in history[-64:]:
+            history.remove(msg_id)
+
+    def remove_engine(self, engine_id: int) -> None:
+        self._views.pop(engine_id, None)
+        self._idents.pop(engine_id, None)
 
     def close(self):
         self._views.clear()
+        self._idents.clear()
 
 
 def engine_lost(exc: BaseException) -> bool:
@@ -76,10 +97,11 @@ def engine_lost(exc: BaseException) -> bool:
     return isinstance(exc, ipp_error.EngineError) or getattr(exc, "ename", "") == "EngineError"
 
 
-def _reply(ar):
-    try:
-        return ar.get(0)
-    except (ipp_error.EngineError, ipp_error.RemoteError) as exc:
-        if engine_lost(exc):
-            return EngineLost(str(exc))
-        raise
+def _reply(result):
+    """The future's result is evaluate's reply, or the exception the engine's
+    reply carried (ipyparallel sets it as the result, not raises it)."""
+    if isinstance(result, BaseException):
+        if engine_lost(result):
+            return EngineLost(str(result))
+        raise result
+    return result
