@@ -88,7 +88,22 @@ def peer(name: str, n: int, ipp_pool=None):
 
         with schwimmbad.MultiPool(n) as p:
             yield p
-    elif name == "ipyparallel DirectView":
+    elif name == "DirectView, stock cluster":
+        # What users run today (the seed's EDIT): ipyparallel's defaults.
+        import ipyparallel as ipp
+
+        cluster = ipp.Cluster(n=n, log_level=40)
+        try:
+            client = cluster.start_and_connect_sync()
+            client.wait_for_engines(n, timeout=120)
+            view = client[:]
+            view.block = True
+            view.execute("import emcee, _workloads")  # as warm as the pool's engines
+            yield view
+        finally:
+            cluster.stop_cluster_sync()
+    elif name == "DirectView, pool's engines":
+        # The same, on the engines IPyParallelPool started and tuned.
         view = ipp_pool.client[:]
         view.block = True
         yield view
@@ -111,7 +126,8 @@ PEERS = [
     "serial",
     "multiprocessing.Pool",
     "schwimmbad.MultiPool",
-    "ipyparallel DirectView",
+    "DirectView, stock cluster",
+    "DirectView, pool's engines",
     "IPyParallelPool (ipp)",
     "IPyParallelPool (direct)",
 ]

@@ -2,14 +2,14 @@
 
 Runs the peers side by side, in one process run, on the same workloads and
 random state: serial, multiprocessing.Pool, schwimmbad.MultiPool, an
-ipyparallel DirectView passed as ``pool=`` (the seed write-up's EDIT), and
-IPyParallelPool over ipyparallel's messages and over its direct channel, all
-on the same engines. Reports seconds, the ratio to serial (per step, where a slow peer runs
+ipyparallel DirectView passed as ``pool=`` (the seed write-up's EDIT) on a
+stock cluster and on the pool's own engines, and IPyParallelPool over
+ipyparallel's messages and over its direct channel. Reports seconds, the ratio to serial (per step, where a slow peer runs
 fewer steps of the same chain), and whether each chain
 is bit-identical to the serial one; writes JSON and a plot of time/serial
 against log-prob cost.
 
-    python benchmarks/bench_pools.py [--engines 2] [--scale 1.0]
+    python benchmarks/bench_pools.py [--engines 2] [--scale 1.0] [--repeat 3]
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 
 import emcee
@@ -41,6 +42,8 @@ def main() -> None:
     parser.add_argument("--engines", type=int, default=2)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
     parser.add_argument("--only", nargs="*", help="workload names to run")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of serial and IPyParallelPool per workload (median reported)")
     args = parser.parse_args()
     os.makedirs(OUT, exist_ok=True)
 
@@ -49,23 +52,7 @@ def main() -> None:
         for w in workloads(args.scale).values():
             if args.only and w.name not in args.only:
                 continue
-            reference = None
-            for name in PEERS:
-                nsteps = w.nsteps if name in FULL_LENGTH else (w.peer_steps or w.nsteps)
-                with peer(name, args.engines, ipp_pool) as pool:
-                    seconds, chain = run_once(w, pool, nsteps)
-                if reference is None:
-                    reference, serial_per_step = chain, seconds / nsteps
-                row = dict(
-                    workload=w.name, peer=name, seconds=seconds, nsteps=nsteps,
-                    ratio=seconds / nsteps / serial_per_step,
-                    identical=bool(np.array_equal(chain, reference[:nsteps])),
-                    cost_s=w.cost_s, nwalkers=w.nwalkers,
-                )
-                results.append(row)
-                print(f"{w.name:<26}{name:<24}{nsteps:5d} steps {seconds:8.2f} s"
-                      f" {row['ratio']:7.2f}x serial"
-                      f"  identical={row['identical']}", flush=True)
+            results.extend(run_workload(w, args, ipp_pool))
 
     meta = dict(engines=args.engines, scale=args.scale, cpus=os.cpu_count(),
                 python=platform.python_version(), when=time.strftime("%Y-%m-%d %H:%M"))
@@ -74,6 +61,48 @@ def main() -> None:
     print()
     print(markdown_table(results))
     plot(results, os.path.join(OUT, "bench_pools.png"))
+
+
+def run_workload(w, args, ipp_pool) -> list[dict]:
+    """Serial and IPyParallelPool run ``--repeat`` interleaved rounds, each
+    pool's ratio taken against the serial run of its own round (this shared
+    VM's speed drifts by 10-20% over minutes); the slower peers run once,
+    against the median serial time. Rows report the median ratio and all of them."""
+    runs: dict[str, list] = {}
+    reference = None
+    serial_per_step = []
+    for _ in range(args.repeat):
+        for name in FULL_LENGTH:  # serial first
+            with peer(name, args.engines, ipp_pool) as pool:
+                seconds, chain = run_once(w, pool, w.nsteps)
+            if name == "serial":
+                reference = chain if reference is None else reference
+                serial_per_step.append(seconds / w.nsteps)
+            runs.setdefault(name, []).append(
+                (seconds, w.nsteps, seconds / w.nsteps / serial_per_step[-1], chain))
+    median_serial = statistics.median(serial_per_step)
+    for name in PEERS:
+        if name not in FULL_LENGTH:
+            nsteps = w.peer_steps or w.nsteps
+            with peer(name, args.engines, ipp_pool) as pool:
+                seconds, chain = run_once(w, pool, nsteps)
+            runs[name] = [(seconds, nsteps, seconds / nsteps / median_serial, chain)]
+    rows = []
+    for name in PEERS:
+        ratios = [r[2] for r in runs[name]]
+        nsteps = runs[name][0][1]
+        row = dict(
+            workload=w.name, peer=name, nsteps=nsteps, runs=len(ratios),
+            seconds=statistics.median(r[0] for r in runs[name]),
+            ratio=statistics.median(ratios), ratios=ratios,
+            identical=all(np.array_equal(r[3], reference[:nsteps]) for r in runs[name]),
+            cost_s=w.cost_s, nwalkers=w.nwalkers,
+        )
+        rows.append(row)
+        spread = "" if len(ratios) == 1 else f" (runs {min(ratios):.2f}-{max(ratios):.2f})"
+        print(f"{w.name:<26}{name:<28}{nsteps:5d} steps {row['seconds']:8.2f} s"
+              f" {row['ratio']:6.2f}x serial{spread:<19} identical={row['identical']}", flush=True)
+    return rows
 
 
 def markdown_table(results) -> str:
