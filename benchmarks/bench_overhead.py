@@ -13,7 +13,7 @@
    sleep with no emcee work (``efficiency_nominal``). Writes a plot of
    overhead against engine count.
 
-    python benchmarks/bench_overhead.py [--engines 2 4 8 16 32] [--steps 20]
+    python benchmarks/bench_overhead.py [--engines 2 4 8 16 32] [--steps 20] [--repeat 3]
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def per_map_overhead(calls=2000):
     return out
 
 
-def scaling(engine_counts, steps):
+def scaling(engine_counts, steps, repeat):
     p0 = np.random.default_rng(1).normal(size=(NWALKERS, 3))
     sampler = emcee.EnsembleSampler(NWALKERS, 3, sleepy, args=(SLEEP_S,))
     sampler.run_mcmc(p0, 1)
@@ -74,15 +74,19 @@ def scaling(engine_counts, steps):
             start_s = time.perf_counter() - t_start
             sampler = emcee.EnsembleSampler(NWALKERS, 3, sleepy, args=(SLEEP_S,), pool=pool)
             sampler.run_mcmc(p0, 5)  # warm-up: function cached, chunk policy settling
-            t0 = time.perf_counter()
-            sampler.run_mcmc(None, steps)
-            wall = time.perf_counter() - t0
+            walls = []
+            for _ in range(repeat):  # median: single runs here drift by ~5%
+                t0 = time.perf_counter()
+                sampler.run_mcmc(None, steps)
+                walls.append(time.perf_counter() - t0)
+            wall = statistics.median(walls)
         share = math.ceil((NWALKERS // 2) / n) / (NWALKERS // 2)  # of each map, per engine
         ideal = serial_s * share
         row = dict(engines=n, wall=wall, serial=serial_s, ideal=ideal, speedup=serial_s / wall,
                    ideal_speedup=1 / share, efficiency=ideal / wall,
                    efficiency_nominal=nominal_s * share / wall,
-                   overhead_ms=(wall - ideal) / (2 * steps) * 1e3, start_s=start_s)
+                   overhead_ms=(wall - ideal) / (2 * steps) * 1e3, start_s=start_s,
+                   walls=walls)
         rows.append(row)
         print(f"  {n:3d} engines: {wall:6.2f} s, speedup {row['speedup']:5.2f} of ideal "
               f"{row['ideal_speedup']:5.2f} ({100 * row['efficiency']:.0f}%), overhead "
@@ -111,12 +115,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engines", type=int, nargs="+", default=[2, 4, 8, 16, 32])
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per engine count (median)")
     args = parser.parse_args()
     os.makedirs(OUT, exist_ok=True)
     print("per-map overhead:")
     overhead = per_map_overhead()
     print("scaling with a 10 ms sleeping log-prob:")
-    rows = scaling(args.engines, args.steps)
+    rows = scaling(args.engines, args.steps, args.repeat)
     with open(os.path.join(OUT, "bench_overhead.json"), "w") as f:
         json.dump(dict(per_map_s=overhead, scaling=rows), f, indent=1)
     plot(rows, os.path.join(OUT, "bench_overhead.png"))

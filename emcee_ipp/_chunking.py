@@ -1,6 +1,6 @@
 """How many chunks one map call is split into.
 
-Runs on the client. A message costs ~0.4 ms on the direct channel and ~3.5 ms
+Runs on the client. A message costs ~0.3 ms on the direct channel and ~2.5 ms
 through ipyparallel; a cheap log-prob (the quickstart's takes ~12 us) finishes
 50 walkers in about the time one message takes. Whether spreading a map over
 more engines pays depends on the log-prob, the transport and the machine, so
