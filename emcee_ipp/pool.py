@@ -112,7 +112,7 @@ class IPyParallelPool:
         self.timeout = timeout
         self._cache = FunctionCache()
         self._policy = ChunkPolicy()
-        self._next_engine = 0  # round-robin start, so every engine shares the work
+        self._next_engine = 0  # round-robin start, for transports that rotate engines
         self._ready: set[int] = set()  # engines that passed _prepare
         self.engine_pids: dict[int, int] = {}
         self._init_key = uuid.uuid4().hex
@@ -191,7 +191,7 @@ class IPyParallelPool:
         entry = self._cache.get(func)
         engines = self._engines()
         bounds = chunk_bounds(len(items), self._policy.n_chunks(len(items), len(engines)))
-        start = self._next_engine % len(engines)
+        start = self._next_engine % len(engines) if self._transport.rotate_engines else 0
         targets = (engines[start:] + engines[:start])[: len(bounds)]
         self._next_engine = start + len(bounds)
         t0 = time.perf_counter()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import time
 
@@ -109,3 +110,12 @@ def test_unreachable_engines_fall_back_or_fail_clearly(external_cluster, caplog)
                 client[eid].apply_sync(helpers.point_direct_server_at, url)
     finally:
         client.close()
+
+
+def test_engines_poll_for_requests_only_when_they_fit_the_cores(pools):
+    from emcee_ipp.transport.direct import ENGINE_SPIN_S
+
+    pool = pools("direct")
+    assert pool.size <= (os.cpu_count() or 1)
+    assert pool._transport._engine_spin == ENGINE_SPIN_S
+    # (tests/test_faults.py checks 32 engines on 2 cores do not.)

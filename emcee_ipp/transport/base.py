@@ -28,6 +28,9 @@ class Transport(ABC):
     """How chunks reach engines and replies come back (client side)."""
 
     name: str
+    # Whether a map that needs fewer chunks than engines should start on the
+    # next engine each call (True) or on the first (False). See the subclasses.
+    rotate_engines: bool = True
 
     @abstractmethod
     def submit(self, engine_id: int, token: str, payload: bytes | None, chunk) -> Any:

@@ -48,6 +48,10 @@ class DirectTransport(Transport):
     """One DEALER socket per engine, connected to the engine's own server."""
 
     name = "direct"
+    # An engine that just replied is polling for the next request; another
+    # one may be asleep. Reusing it made a one-chunk map of 50 trivial items
+    # 0.26 -> 0.22 ms (median of 8 interleaved rounds of 1000 maps).
+    rotate_engines = False
 
     def __init__(self, client, control):
         self._key = client.session.key

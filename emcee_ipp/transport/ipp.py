@@ -33,6 +33,9 @@ class IppTransport(Transport):
     """Each chunk is one ``apply_async`` on one engine's DirectView."""
 
     name = "ipp"
+    # An engine that just replied is still busy with the message (publishing
+    # its idle status): the next one-chunk map goes to the next engine.
+    rotate_engines = True
 
     def __init__(self, client):
         self._client = client
