@@ -3,7 +3,9 @@
 Runs on the engine. The pool asks for it once per engine, through
 ipyparallel (:func:`serve`); it binds a ROUTER socket on the interface the
 engine already uses to reach its controller, and serves map chunks from a
-daemon thread, so the engine's main thread keeps answering ipyparallel::
+daemon thread, so the engine's main thread keeps answering ipyparallel.
+After each reply it polls for the next request for as long as the request
+asked (``spin``, see ``direct.ENGINE_SPIN_S``) before it blocks::
 
     pool (DEALER)                          this thread (ROUTER)
     sig|{"id","op":"eval",...}|data     -> verify HMAC, or drop and log
@@ -16,8 +18,8 @@ One server per engine process, shared by every pool of the same cluster
 from __future__ import annotations
 
 import ctypes
-import os
 import logging
+import os
 import socket
 import threading
 import time

@@ -16,8 +16,8 @@ interrupted or timed-out call) is dropped, never taken as another's answer.
 from __future__ import annotations
 
 import itertools
-import os
 import logging
+import os
 import time
 import uuid
 
@@ -32,12 +32,14 @@ log = logging.getLogger("emcee_ipp")
 # How long an engine may take to answer the first ping before "auto" falls
 # back to ipyparallel's messages (an unreachable address never answers).
 PING_TIMEOUT_S = 3.0
-# Between emcee's half-steps the client computes for ~0.1-0.2 ms; an engine
-# that slept meanwhile wakes slowly. So engines poll for the next request for
-# this long after replying, when there are no more engines than cores
-# (benchmarks/bench_overhead.py: 50 trivial items, 0.31 -> 0.24 ms per map).
+# Between emcee's half-steps the client computes for ~0.15-0.25 ms; an
+# engine that slept meanwhile wakes slowly. So engines poll for the next
+# request for this long after replying, when there are no more engines than
+# cores. Measured on 2 cores (benchmarks/bench_overhead.py and interleaved
+# A/B rounds of the quickstart): 50 trivial items 0.31 -> 0.25 ms per map;
+# quickstart 1.52 -> 1.42 and 1.68 -> 1.57 of serial; 0.5 ms polls or one
+# polling engine of two did worse, and so did a polling client.
 ENGINE_SPIN_S = 0.002
-
 
 
 class DirectUnavailable(EmceeIppError, ConnectionError):
