@@ -13,9 +13,11 @@ as many chunks, measured afresh, and moves where the median was clearly
 faster. More chunks than engines let the engines that finish
 first take more work (load balancing; see ``Transport.run_map``).
 
-Probes cost a few maps in EXPLORE_EVERY, so a log-prob whose best split is
-the first one loses a few percent at most; a cheap one finds its best within a few
-maps. Any split gives the same results in the same order: the choice changes
+Probe rounds come EXPLORE_EVERY maps apart at first, then twice as far
+apart after each round that changed nothing (up to MAX_EXPLORE_EVERY), so a
+log-prob whose best split is the first one loses a few percent at first and
+almost nothing later; a cheap one finds its best within a few maps, and a
+cost that changes is noticed within MAX_EXPLORE_EVERY maps. Any split gives the same results in the same order: the choice changes
 speed, never the chain.
 """
 from __future__ import annotations
@@ -27,7 +29,8 @@ from collections import deque
 # on 2 engines) and benchmarks/bench_overhead.py (2 to 32 engines):
 MIN_SAMPLES = 3  # maps at the current chunk count before probing its neighbours
 PROBE_MAPS = 3  # maps a probe runs, so one noisy map cannot decide
-EXPLORE_EVERY = 100  # after the first probes, probe again every this many maps
+EXPLORE_EVERY = 100  # after the first probes, probe again after this many maps,
+MAX_EXPLORE_EVERY = 1600  # doubling up to this while probes change nothing
 WINDOW = 5  # recent wall times kept per chunk count
 MARGIN = 0.9  # a probe must be this much faster (per item) to be adopted
 MAX_CHUNKS_PER_ENGINE = 4  # most chunks per engine, for balancing
@@ -45,6 +48,9 @@ class ChunkPolicy:
         self._calls = 0
         self._queue: deque = deque()  # neighbours still to probe
         self._probe = None  # [k, maps left] while probing k
+        self._every = EXPLORE_EVERY  # maps between probe rounds
+        self._next_round = 0  # the map that starts the next round
+        self._moved = False  # whether this round changed the choice
 
     def n_chunks(self, n_items: int, n_engines: int) -> int:
         """Chunks for a map of ``n_items`` over ``n_engines`` engines."""
@@ -52,13 +58,15 @@ class ChunkPolicy:
             self._engines, self._items = n_engines, n_items
             self.current, self._stats, self._compute = min(n_engines, n_items), {}, {}
             self._queue, self._probe, self._calls = deque(), None, 0
+            self._every, self._next_round = EXPLORE_EVERY, MIN_SAMPLES + 1
         self._calls += 1
         if self._probe is not None:
             return self._probe[0]
         if len(self._stats.get(self.current, ())) < MIN_SAMPLES:
             return self.current
-        if self._calls == MIN_SAMPLES + 1 or self._calls % EXPLORE_EVERY == 0:
-            self._queue = deque(self._neighbours(self.current))
+        if self._calls >= self._next_round:
+            self._queue, self._moved = deque(self._neighbours(self.current)), False
+            self._next_round = self._calls + self._every
             if self._start_probe():
                 return self._probe[0]
         return self.current
@@ -79,9 +87,12 @@ class ChunkPolicy:
             return
         self._probe = None
         if _median(self._stats[n_chunks]) < MARGIN * _median(self._stats[self.current]):
-            self.current = n_chunks  # and climb on from there
+            self.current, self._moved = n_chunks, True  # and climb on from there
             self._queue = deque(self._neighbours(n_chunks))
-        self._start_probe()
+        if not self._start_probe():  # the round is over
+            # A steady cost needs fewer probes (each costs a few slower maps);
+            # a round that moved starts the count again.
+            self._every = EXPLORE_EVERY if self._moved else min(2 * self._every, MAX_EXPLORE_EVERY)
 
     def _start_probe(self) -> bool:
         """Probe the next queued neighbour with fresh measurements."""

@@ -1,5 +1,5 @@
 """The chunk-count policy, on its own (pure client-side arithmetic)."""
-from emcee_ipp._chunking import EXPLORE_EVERY, ChunkPolicy
+from emcee_ipp._chunking import EXPLORE_EVERY, MAX_EXPLORE_EVERY, PROBE_MAPS, ChunkPolicy
 
 
 def _drive(policy, cost, n_items=50, n_engines=2, calls=200, compute=lambda k: 0.0):
@@ -52,3 +52,11 @@ def test_engine_count_change_restarts_measuring():
     p = ChunkPolicy()
     _drive(p, lambda k: 0.6e-3 + 0.3e-3 * k)
     assert p.n_chunks(50, 4) == 4
+
+
+def test_steady_cost_probes_ever_more_rarely():
+    cheap = lambda k: 0.6e-3 + 0.3e-3 * k  # noqa: E731  (one chunk is best)
+    chosen = _drive(ChunkPolicy(), cheap, calls=2 * MAX_EXPLORE_EVERY + 200)
+    late = chosen[-MAX_EXPLORE_EVERY:]
+    # Every EXPLORE_EVERY maps would be 16 rounds here; doubling leaves one or two.
+    assert 0 < sum(k != 1 for k in late) <= 2 * PROBE_MAPS
