@@ -38,11 +38,11 @@ SlurmdPidFile=$STATE/slurmd.daemon.pid
 NodeName=$host CPUs=$(nproc) State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 CONF
-  if ! munge -n >/dev/null 2>&1; then
+  if ! munge -n >/dev/null 2>&1; then  # started here, so stopped here
     su -s /bin/sh munge -c munged
     sleep 1
+    pgrep -x munged > "$STATE/munged.pid" || true
   fi
-  pgrep -x munged > "$STATE/munged.pid" || true
   slurmctld -D >"$STATE/slurmctld.out" 2>&1 & echo $! > "$STATE/slurmctld.pid"
   sleep 1
   slurmd -D >"$STATE/slurmd.out" 2>&1 & echo $! > "$STATE/slurmd.pid"
@@ -56,8 +56,9 @@ CONF
 }
 
 stop() {
-  for name in slurmd slurmctld; do
-    [ -f "$STATE/$name.pid" ] && kill "$(cat "$STATE/$name.pid")" 2>/dev/null || true
+  for name in slurmd slurmctld munged; do
+    # shellcheck disable=SC2046  # one pid per line (munged forks while daemonizing)
+    [ -f "$STATE/$name.pid" ] && kill $(cat "$STATE/$name.pid") 2>/dev/null || true
     rm -f "$STATE/$name.pid"
   done
 }
