@@ -39,9 +39,11 @@ NodeName=$host CPUs=$(nproc) State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 CONF
   if ! munge -n >/dev/null 2>&1; then  # started here, so stopped here
+    before=$(pgrep -x munged || true)
     su -s /bin/sh munge -c munged
     sleep 1
-    pgrep -x munged > "$STATE/munged.pid" || true
+    # only the pids that were not there before (munged forks while daemonizing)
+    pgrep -x munged | grep -vxF -e "${before:-none}" > "$STATE/munged.pid" || true
   fi
   slurmctld -D >"$STATE/slurmctld.out" 2>&1 & echo $! > "$STATE/slurmctld.pid"
   sleep 1

@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--engines", type=int, default=2)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
     parser.add_argument("--only", nargs="*", help="workload names to run")
-    parser.add_argument("--repeat", type=int, default=3,
+    parser.add_argument("--repeat", type=lambda v: max(1, int(v)), default=3,
                         help="rounds of serial and IPyParallelPool per workload (median reported)")
     args = parser.parse_args()
     os.makedirs(OUT, exist_ok=True)

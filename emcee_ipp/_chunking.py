@@ -8,9 +8,10 @@ the policy measures instead of modelling. It starts with one chunk per
 engine, keeps the median of the last few wall times per item for each chunk
 count it uses (a median, so one slow call, such as the first, which ships the
 function and imports its modules, cannot skew it), and climbs: after the
-first maps and then now and then, it runs a few maps with half and with twice
-as many chunks, measured afresh, and moves where the median was clearly
-faster. More chunks than engines let the engines that finish
+first maps and then now and then, it runs a few maps with twice as many
+chunks, and with half as many where that could pay (more chunks than engines,
+or messages taking most of the map), measured afresh, and moves where the
+median was clearly faster. More chunks than engines let the engines that finish
 first take more work (load balancing; see ``Transport.run_map``).
 
 Probe rounds come EXPLORE_EVERY maps apart at first, then twice as far
@@ -66,9 +67,9 @@ class ChunkPolicy:
             return self.current
         if self._calls >= self._next_round:
             self._queue, self._moved = deque(self._neighbours(self.current)), False
-            self._next_round = self._calls + self._every
             if self._start_probe():
                 return self._probe[0]
+            self._end_round()
         return self.current
 
     def record(self, n_items: int, n_chunks: int, wall_s: float, compute_s: float) -> None:
@@ -89,10 +90,17 @@ class ChunkPolicy:
         if _median(self._stats[n_chunks]) < MARGIN * _median(self._stats[self.current]):
             self.current, self._moved = n_chunks, True  # and climb on from there
             self._queue = deque(self._neighbours(n_chunks))
-        if not self._start_probe():  # the round is over
-            # A steady cost needs fewer probes (each costs a few slower maps);
-            # a round that moved starts the count again.
-            self._every = EXPLORE_EVERY if self._moved else min(2 * self._every, MAX_EXPLORE_EVERY)
+        if not self._start_probe():
+            self._end_round()
+
+    def _end_round(self) -> None:
+        """Schedule the next probe round: a steady cost needs fewer (each costs
+        a few slower maps); a round that moved starts the count again."""
+        if self._moved:
+            self._every = EXPLORE_EVERY
+        self._next_round = self._calls + self._every
+        if not self._moved:
+            self._every = min(2 * self._every, MAX_EXPLORE_EVERY)
 
     def _start_probe(self) -> bool:
         """Probe the next queued neighbour with fresh measurements."""
@@ -117,9 +125,9 @@ class ChunkPolicy:
 
         With no more chunks than engines, halving them doubles each engine's
         share, so it can only pay when a chunk computes for less than half
-        the map's wall time (the rest being messages). A 1 ms log-prob never
-        qualifies, and skips the probe that would cost it ~4%
-        (benchmarks/bench_pools.py, "cpu 1 ms").
+        the map's wall time (the rest being messages). The benchmark's 1 ms
+        log-prob (8 walkers a chunk) never qualifies, and skips the probe that
+        cost it ~4% (benchmarks/bench_pools.py, "cpu 1 ms").
         """
         wall, compute = self._stats.get(k), self._compute.get(k)
         if not wall or not compute:

@@ -60,3 +60,25 @@ def test_steady_cost_probes_ever_more_rarely():
     late = chosen[-MAX_EXPLORE_EVERY:]
     # Every EXPLORE_EVERY maps would be 16 rounds here; doubling leaves one or two.
     assert 0 < sum(k != 1 for k in late) <= 2 * PROBE_MAPS
+
+
+def _round_starts(chosen, current=1):
+    return [i for i, k in enumerate(chosen) if k != current and (i == 0 or chosen[i - 1] == current)]
+
+
+def test_probe_rounds_double_their_gap_and_restart_after_a_move():
+    cheap = lambda k: 0.6e-3 + 0.3e-3 * k  # noqa: E731  (one chunk is best)
+    p = ChunkPolicy()
+    chosen = _drive(p, cheap, calls=1700)
+    starts = _round_starts(chosen[10:])
+    # A round's last probe map is the one it is counted from.
+    gaps = [b - a - (PROBE_MAPS - 1) for a, b in zip(starts, starts[1:])]
+    assert gaps[:3] == [EXPLORE_EVERY, 2 * EXPLORE_EVERY, 4 * EXPLORE_EVERY]
+    # The cost changes: two chunks now pay. The next round moves, and the one
+    # after it comes EXPLORE_EVERY maps later, not after the long gap.
+    costly = lambda k: 60e-3 / min(k, 2) + 0.3e-3 * k  # noqa: E731
+    chosen = _drive(p, costly, calls=MAX_EXPLORE_EVERY + 3 * EXPLORE_EVERY)
+    moved_at = chosen.index(2)
+    assert p.current == 2
+    later = _round_starts(chosen[moved_at + 2 * PROBE_MAPS:], current=2)
+    assert later and later[0] <= EXPLORE_EVERY + 2 * PROBE_MAPS

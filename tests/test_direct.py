@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import time
 
@@ -112,10 +111,27 @@ def test_unreachable_engines_fall_back_or_fail_clearly(external_cluster, caplog)
         client.close()
 
 
-def test_engines_poll_for_requests_only_when_they_fit_the_cores(pools):
+def test_engines_poll_only_on_a_local_cluster_that_fits_the_cores(pools, fresh_pool_on_external):
+    from emcee_ipp._cluster import default_n_engines
     from emcee_ipp.transport.direct import ENGINE_SPIN_S
 
-    pool = pools("direct")
-    assert pool.size <= (os.cpu_count() or 1)
-    assert pool._transport._engine_spin == ENGINE_SPIN_S
-    # (tests/test_faults.py checks 32 engines on 2 cores do not.)
+    pool = pools("direct")  # owns its local cluster of N_ENGINES
+    fits = pool.size <= default_n_engines()
+    assert pool._transport._engine_spin == (ENGINE_SPIN_S if fits else 0.0)
+    assert pool._transport.rotate_engines is not fits
+    # A cluster the pool only connected to may run anywhere: no polling.
+    assert fresh_pool_on_external.transport == "direct"
+    assert fresh_pool_on_external._transport._engine_spin == 0.0
+    # (tests/test_faults.py checks 32 engines on 2 cores do not poll.)
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [(0.002, 0.002), ("0.001", 0.001), (1e9, 0.01), (float("inf"), 0.01), (-1, 0.0),
+     (float("nan"), 0.0), (None, 0.0), ("soon", 0.0), ([1], 0.0), (10**400, 0.0)],
+)
+def test_requested_poll_time_is_bounded_and_malformed_means_none(value, expected):
+    from emcee_ipp.transport._direct_engine import MAX_SPIN_S, _spin_seconds
+
+    assert MAX_SPIN_S == 0.01
+    assert _spin_seconds(value) == expected

@@ -38,6 +38,10 @@ log = logging.getLogger("emcee_ipp.direct")
 # client asks for less, or none, per request).
 MAX_SPIN_S = 0.01
 _SERVER: dict = {}  # "url", "thread", "rejected", "busy"
+# Orders interrupt() against the end of an evaluation: an interrupt is only
+# ever raised while "busy", and one raised just before "busy" ended is
+# cleared before the thread sends or receives anything.
+_BUSY = threading.Lock()
 
 
 def serve() -> str:
@@ -73,11 +77,12 @@ def interrupt() -> bool:
     server thread at its next Python instruction. Returns whether it was busy.
     """
     thread = _SERVER.get("thread")
-    if thread is None or not _SERVER.get("busy"):
-        return False
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(thread.ident), ctypes.py_object(KeyboardInterrupt)
-    )
+    with _BUSY:
+        if thread is None or not _SERVER.get("busy"):
+            return False
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(thread.ident), ctypes.py_object(KeyboardInterrupt)
+        )
     return True
 
 
@@ -85,13 +90,21 @@ def _loop(sock, key: bytes) -> None:
     spin = 0.0
     while True:
         try:
+            _end_busy()  # idle from here on: no interrupt can land in recv or send
             if spin:
                 _spin(sock, spin)
             spin = _serve_one(sock, key)
         except zmq.ZMQError:  # context terminated: the engine is shutting down
             return
         except BaseException:  # a late interrupt() must not end the server
-            _SERVER["busy"] = False
+            spin = 0.0
+
+
+def _end_busy() -> None:
+    """Leave the busy state, and drop an interrupt raised but not yet delivered."""
+    with _BUSY:
+        _SERVER["busy"] = False
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threading.get_ident()), None)
 
 
 def _spin(sock, seconds: float) -> None:
@@ -116,7 +129,16 @@ def _serve_one(sock, key: bytes) -> float:
         log.warning("emcee_ipp: dropped a message that failed authentication")
         return 0.0
     sock.send_multipart([frames[0], _handle(key, *verified)])
-    return min(float(verified[0].get("spin", 0.0)), MAX_SPIN_S)
+    return _spin_seconds(verified[0].get("spin"))
+
+
+def _spin_seconds(value) -> float:
+    """The poll time a request asked for, within [0, MAX_SPIN_S]; 0 if malformed."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    return min(seconds, MAX_SPIN_S) if seconds > 0.0 else 0.0  # NaN > 0 is False
 
 
 def _handle(key: bytes, header: dict, parts: list) -> bytes:
@@ -130,8 +152,9 @@ def _handle(key: bytes, header: dict, parts: list) -> bytes:
         try:
             reply = _engine.evaluate(header["token"], payload, chunk, MAX_ENTRIES)
         finally:
-            _SERVER["busy"] = False
+            _end_busy()
     except BaseException as exc:  # interrupted, or worse: report, never die
+        _end_busy()  # the interrupt may have landed inside the first call
         reply = ("error", 0, type(exc).__name__, str(exc), traceback.format_exc())
     fields, data = _frames.encode_reply(reply)
     return _frames.pack(key, {"id": rid, **fields}, data)

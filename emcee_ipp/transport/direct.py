@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import time
 import uuid
 
@@ -34,8 +33,8 @@ log = logging.getLogger("emcee_ipp")
 PING_TIMEOUT_S = 3.0
 # Between emcee's half-steps the client computes for ~0.15-0.25 ms; an
 # engine that slept meanwhile wakes slowly. So engines poll for the next
-# request for this long after replying, when there are no more engines than
-# cores. Measured on 2 cores (benchmarks/bench_overhead.py and interleaved
+# request for this long after replying, when they run on the client's machine
+# (a cluster the pool started) and do not outnumber the cores it may use. Measured on 2 cores (benchmarks/bench_overhead.py and interleaved
 # A/B rounds of the quickstart): 50 trivial items 0.31 -> 0.25 ms per map;
 # quickstart 1.52 -> 1.42 and 1.68 -> 1.57 of serial; 0.5 ms polls or one
 # polling engine of two did worse, and so did a polling client.
@@ -50,12 +49,8 @@ class DirectTransport(Transport):
     """One DEALER socket per engine, connected to the engine's own server."""
 
     name = "direct"
-    # An engine that just replied is polling for the next request; another
-    # one may be asleep. Reusing it made a one-chunk map of 50 trivial items
-    # 0.26 -> 0.22 ms (median of 8 interleaved rounds of 1000 maps).
-    rotate_engines = False
 
-    def __init__(self, client, control):
+    def __init__(self, client, control, local_cores: int | None = None):
         self._key = client.session.key
         if not self._key:
             raise DirectUnavailable(
@@ -71,6 +66,7 @@ class DirectTransport(Transport):
         self._awaited: dict[str, int] = {}  # request id -> engine id
         self._poller = zmq.Poller()
         self.dropped = 0  # late or unauthenticated replies thrown away
+        self._local_cores = local_cores  # None: engines elsewhere, never poll
         self._engine_spin = 0.0  # what each request asks its engine to spin
 
     # -- engines ---------------------------------------------------------------
@@ -95,10 +91,18 @@ class DirectTransport(Transport):
         self._set_spin()
 
     def _set_spin(self) -> None:
-        """Engines spin only if they do not outnumber the cores (spinners would
-        then take cores from engines that compute)."""
-        cores = os.cpu_count() or 1
-        self._engine_spin = ENGINE_SPIN_S if len(self._sockets) <= cores else 0.0
+        """Engines poll only on this machine, and only if they do not outnumber
+        its cores (pollers would then take cores from engines that compute)."""
+        fits = self._local_cores is not None and len(self._sockets) <= self._local_cores
+        self._engine_spin = ENGINE_SPIN_S if fits else 0.0
+
+    @property
+    def rotate_engines(self) -> bool:
+        """An engine that just replied is polling for the next request, where
+        another one may be asleep: reuse it (a one-chunk map of 50 trivial
+        items 0.26 -> 0.22 ms, median of 8 interleaved rounds of 1000 maps).
+        Without polling, spread the maps."""
+        return not self._engine_spin
 
     def _ping(self, engine_ids) -> None:
         handles = {}

@@ -21,16 +21,24 @@ the view.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 
 from ipyparallel import error as ipp_error
+from ipyparallel.serialize import PrePickled
 
 from .. import _engine
 from .._cache import MAX_ENTRIES
 from .base import EngineLost, Transport
 
 
+# ipyparallel ships a plain function by value (its code object, pickled again
+# on every call and rebuilt on the engine); a partial pickles it by reference,
+# "emcee_ipp._engine.evaluate", and PrePickled does that once for all calls.
+_EVALUATE = PrePickled(functools.partial(_engine.evaluate))
+
+
 class IppTransport(Transport):
-    """Each chunk is one ``apply_async`` on one engine's DirectView."""
+    """Each chunk is one apply request to one engine, sent without a view."""
 
     name = "ipp"
     # An engine that just replied is still busy with the message (publishing
@@ -58,7 +66,7 @@ class IppTransport(Transport):
             ident = self._idents[engine_id] = self._client._build_targets(engine_id)[0][0]  # noqa: SLF001
         return self._client.send_apply_request(
             self._view(engine_id)._socket,  # noqa: SLF001 (the view's own mux socket)
-            _engine.evaluate,
+            _EVALUATE,
             [token, payload, chunk, MAX_ENTRIES],
             ident=ident,
         )
@@ -77,14 +85,17 @@ class IppTransport(Transport):
             self._forget_history(future.msg_id)
 
     def _forget_history(self, msg_id) -> None:
-        """The client keeps every msg_id in ``history`` (~100 bytes a map;
-        10,000 maps grew the client by 10 MB); drop ours once answered. Its
-        other caches empty themselves when the reply and output are in."""
+        """The client keeps every msg_id it sent in ``history``, for good; drop
+        ours once answered or abandoned (its other caches empty themselves
+        when the reply and the engine's idle status are in). Ours are among
+        the last ones sent: at most one per engine is in flight."""
         history = self._client.history
         if history and history[-1] == msg_id:
             history.pop()
-        elif msg_id in history[-64:]:
-            history.remove(msg_id)
+        else:
+            recent = max(64, 2 * len(self._idents))
+            if msg_id in history[-recent:]:
+                history.remove(msg_id)
 
     def remove_engine(self, engine_id: int) -> None:
         self._views.pop(engine_id, None)
