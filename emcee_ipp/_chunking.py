@@ -18,8 +18,9 @@ Probe rounds come EXPLORE_EVERY maps apart at first, then twice as far
 apart after each round that changed nothing (up to MAX_EXPLORE_EVERY), so a
 log-prob whose best split is the first one loses a few percent at first and
 almost nothing later; a cheap one finds its best within a few maps, and a
-cost that changes is noticed within MAX_EXPLORE_EVERY maps. Any split gives the same results in the same order: the choice changes
-speed, never the chain.
+cost that changes is noticed within MAX_EXPLORE_EVERY maps. Any split gives
+the same results in the same order: the choice changes speed, never the
+chain.
 """
 from __future__ import annotations
 

@@ -34,8 +34,9 @@ PING_TIMEOUT_S = 3.0
 # Between emcee's half-steps the client computes for ~0.15-0.25 ms; an
 # engine that slept meanwhile wakes slowly. So engines poll for the next
 # request for this long after replying, when they run on the client's machine
-# (a cluster the pool started) and do not outnumber the cores it may use. Measured on 2 cores (benchmarks/bench_overhead.py and interleaved
-# A/B rounds of the quickstart): 50 trivial items 0.31 -> 0.25 ms per map;
+# (a cluster the pool started) and do not outnumber the cores it may use.
+# Measured on 2 cores (benchmarks/bench_overhead.py and interleaved A/B
+# rounds of the quickstart): 50 trivial items 0.31 -> 0.25 ms per map;
 # quickstart 1.52 -> 1.42 and 1.68 -> 1.57 of serial; 0.5 ms polls or one
 # polling engine of two did worse, and so did a polling client.
 ENGINE_SPIN_S = 0.002
