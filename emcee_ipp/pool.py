@@ -155,10 +155,7 @@ class IPyParallelPool:
     def _open_direct(self, required: bool, timeout: float) -> None:
         direct = None
         try:
-            # Engines poll between requests only on a cluster this pool started
-            # on this machine, where the client knows how many cores they share.
-            cores = _cluster.default_n_engines() if self._owned is not None else None
-            direct = DirectTransport(self._client, self._control, local_cores=cores)
+            direct = DirectTransport(self._client, self._control)
             direct.add_engines(list(self._client.ids), timeout)
             self._transport = direct
         except DirectUnavailable as exc:

@@ -111,17 +111,16 @@ def test_unreachable_engines_fall_back_or_fail_clearly(external_cluster, caplog)
         client.close()
 
 
-def test_engines_poll_only_on_a_local_cluster_that_fits_the_cores(pools, fresh_pool_on_external):
+def test_engines_poll_only_where_they_fit_their_hosts_cores(pools, fresh_pool_on_external):
     from emcee_ipp._cluster import default_n_engines
     from emcee_ipp.transport.direct import ENGINE_SPIN_S
 
-    pool = pools("direct")  # owns its local cluster of N_ENGINES
-    fits = pool.size <= default_n_engines()
-    assert pool._transport._engine_spin == (ENGINE_SPIN_S if fits else 0.0)
-    assert pool._transport.rotate_engines is not fits
-    # A cluster the pool only connected to may run anywhere: no polling.
-    assert fresh_pool_on_external.transport == "direct"
-    assert fresh_pool_on_external._transport._engine_spin == 0.0
+    # Every engine here shares this machine (one host address) and its cores.
+    for pool in (pools("direct"), fresh_pool_on_external):
+        assert pool.transport == "direct"
+        fits = pool.size <= default_n_engines()
+        assert set(pool._transport._spin.values()) == {ENGINE_SPIN_S if fits else 0.0}
+        assert pool._transport.rotate_engines is not fits
     # (tests/test_faults.py checks 32 engines on 2 cores do not poll.)
 
 

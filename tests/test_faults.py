@@ -176,4 +176,4 @@ def test_thirty_two_engines_on_two_cores_start_and_work():
         got = pool.map(helpers.slow_gaussian_with_pid, x)
         assert [g[0] for g in got] == [helpers.gaussian(r) for r in x]
         assert len({g[1] for g in got}) == 32  # every engine took part
-        assert pool._transport._engine_spin == 0.0  # more engines than cores: none polls
+        assert set(pool._transport._spin.values()) == {0.0}  # more engines than cores: none polls

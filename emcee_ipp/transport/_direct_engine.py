@@ -144,7 +144,7 @@ def _spin_seconds(value) -> float:
 def _handle(key: bytes, header: dict, parts: list) -> bytes:
     rid = header.get("id")
     if header.get("op") == "ping":
-        return _frames.pack(key, {"id": rid, "status": "pong", "at": time.time()})
+        return _frames.pack(key, {"id": rid, "status": "pong", "cores": _cores()})
     try:
         chunk = _frames.decode_chunk(header, parts[0])
         payload = bytes(parts[1]) if header.get("payload") else None
@@ -158,6 +158,14 @@ def _handle(key: bytes, header: dict, parts: list) -> bytes:
         reply = ("error", 0, type(exc).__name__, str(exc), traceback.format_exc())
     fields, data = _frames.encode_reply(reply)
     return _frames.pack(key, {"id": rid, **fields}, data)
+
+
+def _cores() -> int:
+    """The cores this engine may run on (the client decides from it whether to poll)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _session_key() -> bytes:

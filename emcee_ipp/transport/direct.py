@@ -19,6 +19,8 @@ import itertools
 import logging
 import time
 import uuid
+from collections import Counter
+from urllib.parse import urlparse
 
 import zmq
 
@@ -33,8 +35,8 @@ log = logging.getLogger("emcee_ipp")
 PING_TIMEOUT_S = 3.0
 # Between emcee's half-steps the client computes for ~0.15-0.25 ms; an
 # engine that slept meanwhile wakes slowly. So engines poll for the next
-# request for this long after replying, when they run on the client's machine
-# (a cluster the pool started) and do not outnumber the cores it may use.
+# request for this long after replying, when the engines on their host (the
+# address they serve on) do not outnumber the cores an engine may use there.
 # Measured on 2 cores (benchmarks/bench_overhead.py and interleaved A/B
 # rounds of the quickstart): 50 trivial items 0.31 -> 0.25 ms per map;
 # quickstart 1.52 -> 1.42 and 1.68 -> 1.57 of serial; 0.5 ms polls or one
@@ -51,7 +53,7 @@ class DirectTransport(Transport):
 
     name = "direct"
 
-    def __init__(self, client, control, local_cores: int | None = None):
+    def __init__(self, client, control):
         self._key = client.session.key
         if not self._key:
             raise DirectUnavailable(
@@ -67,8 +69,8 @@ class DirectTransport(Transport):
         self._awaited: dict[str, int] = {}  # request id -> engine id
         self._poller = zmq.Poller()
         self.dropped = 0  # late or unauthenticated replies thrown away
-        self._local_cores = local_cores  # None: engines elsewhere, never poll
-        self._engine_spin = 0.0  # what each request asks its engine to spin
+        self._cores: dict[int, int] = {}  # engine id -> cores it may use (its pong)
+        self._spin: dict[int, float] = {}  # engine id -> how long its requests ask it to poll
 
     # -- engines ---------------------------------------------------------------
 
@@ -92,10 +94,14 @@ class DirectTransport(Transport):
         self._set_spin()
 
     def _set_spin(self) -> None:
-        """Engines poll only on this machine, and only if they do not outnumber
-        its cores (pollers would then take cores from engines that compute)."""
-        fits = self._local_cores is not None and len(self._sockets) <= self._local_cores
-        self._engine_spin = ENGINE_SPIN_S if fits else 0.0
+        """Engines poll only where they do not outnumber their host's cores
+        (pollers would then take cores from engines that compute)."""
+        host = {eid: urlparse(url).hostname for eid, url in self._urls.items()}
+        per_host = Counter(host.values())
+        self._spin = {
+            eid: ENGINE_SPIN_S if per_host[host[eid]] <= self._cores.get(eid, 0) else 0.0
+            for eid in self._sockets
+        }
 
     @property
     def rotate_engines(self) -> bool:
@@ -103,7 +109,7 @@ class DirectTransport(Transport):
         another one may be asleep: reuse it (a one-chunk map of 50 trivial
         items 0.26 -> 0.22 ms, median of 8 interleaved rounds of 1000 maps).
         Without polling, spread the maps."""
-        return not self._engine_spin
+        return not any(self._spin.values())
 
     def _ping(self, engine_ids) -> None:
         handles = {}
@@ -112,8 +118,8 @@ class DirectTransport(Transport):
             handles[rid] = eid
         deadline = time.monotonic() + PING_TIMEOUT_S
         while handles and time.monotonic() < deadline:
-            for rid, _ in self.wait_first(list(handles), deadline - time.monotonic()):
-                handles.pop(rid)
+            for rid, (_, cores) in self.wait_first(list(handles), deadline - time.monotonic()):
+                self._cores[handles.pop(rid)] = cores
         if handles:
             self.forget(list(handles))
             unreachable = {handles[r]: self._urls[handles[r]] for r in handles}
@@ -125,6 +131,7 @@ class DirectTransport(Transport):
 
     def remove_engine(self, engine_id: int) -> None:
         self._urls.pop(engine_id, None)
+        self._cores.pop(engine_id, None)
         sock = self._sockets.pop(engine_id, None)
         if sock is not None:
             self._poller.unregister(sock)
@@ -147,7 +154,7 @@ class DirectTransport(Transport):
     def submit(self, engine_id, token, payload, chunk):
         fields, data = _frames.encode_chunk(chunk)
         header = {"op": "eval", "token": token, "payload": payload is not None,
-                  "spin": self._engine_spin, **fields}
+                  "spin": self._spin.get(engine_id, 0.0), **fields}
         return self._send(engine_id, header, data, *([payload] if payload is not None else []))
 
     def wait_first(self, handles, timeout):
@@ -201,5 +208,6 @@ class DirectTransport(Transport):
             return None
         del self._awaited[rid]
         if header.get("status") == "pong":
-            return rid, ("pong",)
+            cores = header.get("cores")
+            return rid, ("pong", cores if isinstance(cores, int) else 0)
         return rid, _frames.decode_reply(header, parts[0] if parts else b"")
