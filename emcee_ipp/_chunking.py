@@ -45,8 +45,8 @@ class ChunkPolicy:
         self._engines = None
         self._items = None
         self.current = 1
-        self._stats: dict[int, deque] = {}  # k -> recent wall seconds per item
-        self._compute: dict[int, deque] = {}  # k -> recent longest chunk compute (s)
+        # k -> recent maps at k: (wall seconds per item, longest chunk compute s)
+        self._stats: dict[int, deque] = {}
         self._calls = 0
         self._queue: deque = deque()  # neighbours still to probe
         self._probe = None  # [k, maps left] while probing k
@@ -58,7 +58,7 @@ class ChunkPolicy:
         """Chunks for a map of ``n_items`` over ``n_engines`` engines."""
         if (n_engines, n_items) != (self._engines, self._items):  # start measuring again
             self._engines, self._items = n_engines, n_items
-            self.current, self._stats, self._compute = min(n_engines, n_items), {}, {}
+            self.current, self._stats = min(n_engines, n_items), {}
             self._queue, self._probe, self._calls = deque(), None, 0
             self._every, self._next_round = EXPLORE_EVERY, MIN_SAMPLES + 1
         self._calls += 1
@@ -80,15 +80,15 @@ class ChunkPolicy:
         """
         if self._engines is None:  # no choice was made through n_chunks
             return
-        self._stats.setdefault(n_chunks, deque(maxlen=WINDOW)).append(wall_s / n_items)
-        self._compute.setdefault(n_chunks, deque(maxlen=WINDOW)).append(compute_s)
+        recent = self._stats.setdefault(n_chunks, deque(maxlen=WINDOW))
+        recent.append((wall_s / n_items, compute_s))
         if self._probe is None or self._probe[0] != n_chunks:
             return
         self._probe[1] -= 1
         if self._probe[1] > 0:
             return
         self._probe = None
-        if _median(self._stats[n_chunks]) < MARGIN * _median(self._stats[self.current]):
+        if self._wall(n_chunks) < MARGIN * self._wall(self.current):
             self.current, self._moved = n_chunks, True  # and climb on from there
             self._queue = deque(self._neighbours(n_chunks))
         if not self._start_probe():
@@ -109,7 +109,6 @@ class ChunkPolicy:
             return False
         k = self._queue.popleft()
         self._stats[k] = deque(maxlen=WINDOW)  # old times may predate a change
-        self._compute[k] = deque(maxlen=WINDOW)
         self._probe = [k, PROBE_MAPS]
         return True
 
@@ -130,10 +129,13 @@ class ChunkPolicy:
         log-prob (8 walkers a chunk) never qualifies, and skips the probe that
         cost it ~4% (benchmarks/bench_pools.py, "cpu 1 ms").
         """
-        wall, compute = self._stats.get(k), self._compute.get(k)
-        if not wall or not compute:
+        if not self._stats.get(k):
             return True
-        return 2 * _median(compute) < _median(wall) * self._items
+        return 2 * _median(c for _, c in self._stats[k]) < self._wall(k) * self._items
+
+    def _wall(self, k: int) -> float:
+        """Median recent wall seconds per item at ``k`` chunks."""
+        return _median(w for w, _ in self._stats[k])
 
 
 def _median(values) -> float:

@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 import zmq
 
 from .. import _engine
+from .._cluster import default_n_engines
 from .._cache import MAX_ENTRIES
 from . import _frames
 
@@ -144,7 +145,8 @@ def _spin_seconds(value) -> float:
 def _handle(key: bytes, header: dict, parts: list) -> bytes:
     rid = header.get("id")
     if header.get("op") == "ping":
-        return _frames.pack(key, {"id": rid, "status": "pong", "cores": _cores()})
+        # The cores this engine may use: the client decides from them whether to poll.
+        return _frames.pack(key, {"id": rid, "status": "pong", "cores": default_n_engines()})
     try:
         chunk = _frames.decode_chunk(header, parts[0])
         payload = bytes(parts[1]) if header.get("payload") else None
@@ -158,14 +160,6 @@ def _handle(key: bytes, header: dict, parts: list) -> bytes:
         reply = ("error", 0, type(exc).__name__, str(exc), traceback.format_exc())
     fields, data = _frames.encode_reply(reply)
     return _frames.pack(key, {"id": rid, **fields}, data)
-
-
-def _cores() -> int:
-    """The cores this engine may run on (the client decides from it whether to poll)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _session_key() -> bytes:

@@ -164,18 +164,12 @@ class DirectTransport(Transport):
         deadline = time.monotonic() + max(timeout, 0.0)
         while not got:
             remaining = deadline - time.monotonic()
-            got = self._collect(max(0, int(remaining * 1000)))
+            for sock, _ in self._poller.poll(max(0, int(remaining * 1000))):
+                reply = self._accept(sock.recv())  # poll said it is there
+                if reply is not None:
+                    got.append(reply)
             if remaining <= 0:
                 break
-        return got
-
-    def _collect(self, timeout_ms: int) -> list:
-        """Poll once; return the awaited replies that arrived."""
-        got = []
-        for sock, _ in self._poller.poll(timeout_ms):
-            reply = self._accept(sock.recv())  # poll said it is there
-            if reply is not None:
-                got.append(reply)
         return got
 
     def forget(self, handles):
