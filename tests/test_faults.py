@@ -52,6 +52,11 @@ def test_engine_lost_mid_run_chain_still_identical(transport, how):
         try:
             serial, pooled = _serial_and_pooled(pool, kill=lambda: os.kill(victim, how))
             assert np.array_equal(serial, pooled)
+            # The run may end before ipyparallel drops the engine (the direct
+            # channel sees a killed engine hang up at once): wait for that.
+            deadline = time.monotonic() + 10
+            while pool.size != 1 and time.monotonic() < deadline:
+                time.sleep(0.1)
             assert pool.size == 1
         finally:
             if how == signal.SIGSTOP:

@@ -1,32 +1,31 @@
-"""The engine's end of the direct channel: a ZeroMQ server in a thread.
+"""The engine's end of the direct channel: a TCP server in threads.
 
 Runs on the engine. The pool asks for it once per engine, through
-ipyparallel (:func:`serve`); it binds a ROUTER socket on the interface the
-engine already uses to reach its controller, and serves map chunks from a
+ipyparallel (:func:`serve`); it listens on the interface the engine already
+uses to reach its controller, and serves each pool's connection from a
 daemon thread, so the engine's main thread keeps answering ipyparallel.
 After each reply it polls for the next request for as long as the request
 asked (``spin``, see ``direct.ENGINE_SPIN_S``) before it blocks::
 
-    pool (DEALER)                          this thread (ROUTER)
-    sig|{"id","op":"eval",...}|data     -> verify HMAC, or drop and log
+    pool (one connection per pool)         this engine (_connection thread)
+    sig|{"id","op":"eval",...}|data     -> verify HMAC, or drop, log and hang up
                                            _engine.evaluate(token, payload, chunk)
     <- sig|{"id","status",...}|data        same id, so the pool matches it
 
 One server per engine process, shared by every pool of the same cluster
-(they share the session key).
+(they share the session key); their chunks are evaluated one at a time.
 """
 from __future__ import annotations
 
 import ctypes
 import logging
 import os
+import select
 import socket
 import threading
 import time
 import traceback
 from urllib.parse import urlparse
-
-import zmq
 
 from .. import _engine
 from .._cluster import default_n_engines
@@ -38,11 +37,12 @@ log = logging.getLogger("emcee_ipp.direct")
 # The longest an engine polls for the next request before sleeping (the
 # client asks for less, or none, per request).
 MAX_SPIN_S = 0.01
-_SERVER: dict = {}  # "url", "thread", "rejected", "busy"
+_SERVER: dict = {}  # "url", "rejected", "busy" (the thread evaluating, or None)
 # Orders interrupt() against the end of an evaluation: an interrupt is only
 # ever raised while "busy", and one raised just before "busy" ended is
 # cleared before the thread sends or receives anything.
 _BUSY = threading.Lock()
+_EVALUATING = threading.Lock()  # one chunk at a time, whichever pool sent it
 
 
 def serve() -> str:
@@ -51,17 +51,12 @@ def serve() -> str:
         key = _session_key()
         if not key:
             raise RuntimeError("the cluster has no session key: refusing an unauthenticated channel")
-        ctx = zmq.Context()
-        sock = ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
         ip = _interface_ip()
-        port = sock.bind_to_random_port(f"tcp://{ip}")
-        _SERVER.update(url=f"tcp://{ip}:{port}", rejected=0, busy=False)
-        thread = threading.Thread(
-            target=_loop, args=(sock, key), name="emcee_ipp-direct", daemon=True
-        )
-        thread.start()
-        _SERVER["thread"] = thread
+        listener = socket.create_server((ip, 0))
+        _SERVER.update(url=f"tcp://{ip}:{listener.getsockname()[1]}", rejected=0, busy=None)
+        threading.Thread(
+            target=_accept, args=(listener, key), name="emcee_ipp-direct-accept", daemon=True
+        ).start()
     return _SERVER["url"]
 
 
@@ -71,44 +66,74 @@ def rejected() -> int:
 
 
 def interrupt() -> bool:
-    """Raise KeyboardInterrupt in the server thread if it is evaluating a chunk.
+    """Raise KeyboardInterrupt in the server thread evaluating a chunk, if any.
 
     Runs on the engine's main thread (called through ipyparallel). SIGINT
-    only reaches the main thread; this reaches the log-prob running in the
-    server thread at its next Python instruction. Returns whether it was busy.
+    only reaches the main thread; this reaches the log-prob running in a
+    server thread at its next Python instruction. Returns whether one was busy.
     """
-    thread = _SERVER.get("thread")
     with _BUSY:
-        if thread is None or not _SERVER.get("busy"):
+        ident = _SERVER.get("busy")
+        if ident is None:
             return False
         ctypes.pythonapi.PyThreadState_SetAsyncExc(
-            ctypes.c_ulong(thread.ident), ctypes.py_object(KeyboardInterrupt)
+            ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt)
         )
     return True
 
 
-def _loop(sock, key: bytes) -> None:
-    spin = 0.0
+def _accept(listener, key: bytes) -> None:
+    """Serve every connection from its own thread (each pool opens one)."""
     while True:
-        try:
-            _end_busy()  # idle from here on: no interrupt can land in recv or send
-            if spin:
-                _spin(sock, spin)
-            spin = _serve_one(sock, key)
-        except zmq.ZMQError:  # context terminated: the engine is shutting down
-            return
-        except BaseException:  # a late interrupt() must not end the server
-            spin = 0.0
+        conn, _ = listener.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        threading.Thread(
+            target=_connection, args=(conn, key), name="emcee_ipp-direct", daemon=True
+        ).start()
+
+
+def _connection(conn, key: bytes) -> None:
+    """Answer one pool's requests until it hangs up, or sends a forged message."""
+    poller = select.poll()
+    poller.register(conn, select.POLLIN)
+    spin = 0.0
+    with conn:
+        while True:
+            try:
+                _end_busy()  # idle from here on: no interrupt can land in recv or send
+                if spin:
+                    _spin(poller, spin)
+                message = _frames.recv(conn)
+                if message is None:  # the pool closed its end
+                    return
+                verified = _frames.unpack(key, message)
+                if verified is None:
+                    _reject()
+                    return  # the rest of this stream cannot be trusted either
+                _frames.send(conn, _handle(key, *verified))
+                spin = _spin_seconds(verified[0].get("spin"))
+            except OSError:  # the connection broke
+                return
+            except BaseException:  # a late interrupt() must not end the server
+                spin = 0.0
+
+
+def _reject() -> None:
+    with _BUSY:
+        _SERVER["rejected"] += 1
+    log.warning("emcee_ipp: dropped a message that failed authentication")
 
 
 def _end_busy() -> None:
     """Leave the busy state, and drop an interrupt raised but not yet delivered."""
+    ident = threading.get_ident()
     with _BUSY:
-        _SERVER["busy"] = False
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threading.get_ident()), None)
+        if _SERVER.get("busy") == ident:
+            _SERVER["busy"] = None
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
 
 
-def _spin(sock, seconds: float) -> None:
+def _spin(poller, seconds: float) -> None:
     """Poll without sleeping for up to ``seconds`` before blocking in recv.
 
     A thread blocked in recv waits for the kernel to wake it (tens to
@@ -117,20 +142,8 @@ def _spin(sock, seconds: float) -> None:
     sched_yield hands the core to any other runnable thread meanwhile.
     """
     end = time.perf_counter() + seconds
-    while not sock.poll(0) and time.perf_counter() < end:
+    while not poller.poll(0) and time.perf_counter() < end:
         os.sched_yield()
-
-
-def _serve_one(sock, key: bytes) -> float:
-    """Answer one message; return how long to spin for the next (the client's wish)."""
-    frames = sock.recv_multipart()  # copying is faster than tracking small frames
-    verified = _frames.unpack(key, frames[-1]) if len(frames) == 2 else None
-    if verified is None:
-        _SERVER["rejected"] += 1
-        log.warning("emcee_ipp: dropped a message that failed authentication")
-        return 0.0
-    sock.send_multipart([frames[0], _handle(key, *verified)])
-    return _spin_seconds(verified[0].get("spin"))
 
 
 def _spin_seconds(value) -> float:
@@ -150,11 +163,12 @@ def _handle(key: bytes, header: dict, parts: list) -> bytes:
     try:
         chunk = _frames.decode_chunk(header, parts[0])
         payload = bytes(parts[1]) if header.get("payload") else None
-        _SERVER["busy"] = True
-        try:
-            reply = _engine.evaluate(header["token"], payload, chunk, MAX_ENTRIES)
-        finally:
-            _end_busy()
+        with _EVALUATING:
+            _SERVER["busy"] = threading.get_ident()
+            try:
+                reply = _engine.evaluate(header["token"], payload, chunk, MAX_ENTRIES)
+            finally:
+                _end_busy()
     except BaseException as exc:  # interrupted, or worse: report, never die
         _end_busy()  # the interrupt may have landed inside the first call
         reply = ("error", 0, type(exc).__name__, str(exc), traceback.format_exc())

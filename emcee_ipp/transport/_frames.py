@@ -1,9 +1,11 @@
 """Signed messages of the direct channel, for both sides.
 
-Runs on the client and on the engines. A message is one ZeroMQ frame (one
-frame, not several: each extra frame costs a few microseconds per hop)::
+Runs on the client and on the engines. The channel is a TCP stream; each
+message on it is::
 
-    | 32-byte HMAC-SHA256 | 4-byte header length | JSON header | part | part ...
+    | 8-byte length | 32-byte HMAC-SHA256 | 4-byte header length | JSON header | part | part ...
+
+(:func:`send` and :func:`recv`; the length counts what follows it).
 
 The HMAC, keyed with the cluster's session key as ipyparallel signs its own
 messages, covers everything after it. The header lists the parts' lengths. A
@@ -19,10 +21,52 @@ from __future__ import annotations
 import hmac
 import json
 import pickle
+import struct
 
 import numpy as np
 
 SIG_BYTES = 32
+_LENGTH = struct.Struct("<Q")
+# A message's length is not signed (nothing is verified before the whole
+# message is in): messages up to this size are read into one buffer, larger
+# ones piece by piece, so a forged length costs only the bytes really sent.
+_READ_AT_ONCE = 1 << 20
+
+
+def send(sock, message: bytes) -> None:
+    """Send one :func:`pack`-ed message on a stream socket, length first."""
+    pieces = [_LENGTH.pack(len(message)), message]
+    sent = sock.sendmsg(pieces)  # one system call for any message that fits
+    if sent < _LENGTH.size + len(message):
+        sock.sendall(memoryview(b"".join(pieces))[sent:])
+
+
+def recv(sock) -> bytearray | bytes | None:
+    """The next message from a stream socket, or None if it was closed."""
+    head = _recv_exactly(sock, _LENGTH.size)
+    if head is None:
+        return None
+    return _recv_exactly(sock, _LENGTH.unpack(head)[0])
+
+
+def _recv_exactly(sock, n: int):
+    if n <= _READ_AT_ONCE:
+        buffer = bytearray(n)
+        view, got = memoryview(buffer), 0
+        while got < n:
+            k = sock.recv_into(view[got:])
+            if not k:
+                return None
+            got += k
+        return buffer
+    pieces, got = [], 0
+    while got < n:
+        piece = sock.recv(min(n - got, _READ_AT_ONCE))
+        if not piece:
+            return None
+        pieces.append(piece)
+        got += len(piece)
+    return b"".join(pieces)
 
 
 def pack(key: bytes, header: dict, *parts: bytes) -> bytes:

@@ -79,6 +79,7 @@ class Transport(ABC):
         pending = deque(range(len(bounds)))
         idle = deque(engines)
         inflight: dict = {}  # handle -> (chunk index, engine id)
+        lost: set = set()  # engines lost during this map
         replies: list = [None] * len(bounds)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
@@ -95,6 +96,7 @@ class Transport(ABC):
                     if isinstance(reply, EngineLost):
                         entry.engines.discard(eid)
                         pending.appendleft(i)
+                        lost.add(eid)
                     elif reply[0] == "miss":  # it lost its cache: send the bytes again
                         entry.engines.discard(eid)
                         pending.appendleft(i)
@@ -106,23 +108,34 @@ class Transport(ABC):
                             return replies  # the caller raises; late replies are dropped
                         idle.append(eid)
                 if not done:
-                    self._check(inflight, idle, pending, alive, deadline, timeout)
+                    self._check(inflight, idle, pending, alive, deadline, timeout, lost)
+                elif pending and not idle:
+                    self._recruit(inflight, idle, alive(), lost)
         finally:
             if inflight:
                 self.forget(list(inflight))
         return replies
 
-    def _check(self, inflight, idle, pending, alive, deadline, timeout) -> None:
+    @staticmethod
+    def _recruit(inflight, idle, live, lost) -> None:
+        """Give a lost engine's chunk to live engines this map did not target."""
+        busy = {eid for _, eid in inflight.values()}
+        idle.extend(e for e in live if e not in busy and e not in lost and e not in idle)
+
+    def _check(self, inflight, idle, pending, alive, deadline, timeout, lost) -> None:
         """Between replies: requeue chunks of lost engines; enforce the deadline."""
-        live = set(alive())
+        live = alive()
         for handle, (i, eid) in list(inflight.items()):
             if eid not in live:
                 del inflight[handle]
                 self.forget([handle])
                 pending.appendleft(i)
+                lost.add(eid)
         for eid in list(idle):
             if eid not in live:
                 idle.remove(eid)
+        if pending and not idle:
+            self._recruit(inflight, idle, live, lost)
         if pending and not inflight and not idle:
             raise NoEnginesError(
                 "every engine of the pool is gone; the map cannot finish. Start "
