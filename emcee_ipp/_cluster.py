@@ -66,14 +66,6 @@ ENGINE_ARGS = [
 ]
 
 
-def default_n_engines() -> int:
-    """The number of CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 class OwnedCluster:
     """A local cluster the pool started, with the watchdog that guards it.
 

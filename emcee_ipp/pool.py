@@ -26,6 +26,7 @@ import cloudpickle
 from . import _cluster, _engine
 from ._cache import FunctionCache
 from ._chunking import ChunkPolicy
+from ._host import usable_cores
 from ._wire import as_items, chunk_bounds, unpack_results
 from .exceptions import (
     EngineSetupError,
@@ -121,7 +122,7 @@ class IPyParallelPool:
             self._init_payload = cloudpickle.dumps((initializer, tuple(initargs)))
 
         if client is None and cluster is None and profile is None and cluster_id is None:
-            n = _cluster.default_n_engines() if n is None else n
+            n = usable_cores() if n is None else n
             self._owned = _cluster.OwnedCluster(n, blas_threads=blas_threads, timeout=start_timeout)
             self._cluster, self._client = self._owned.cluster, self._owned.client
             # Stops the cluster if the pool is garbage-collected or the

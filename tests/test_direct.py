@@ -109,13 +109,13 @@ def test_unreachable_engines_fall_back_or_fail_clearly(external_cluster, caplog)
 
 
 def test_engines_poll_only_where_they_fit_their_hosts_cores(pools, fresh_pool_on_external):
-    from emcee_ipp._cluster import default_n_engines
+    from emcee_ipp._host import usable_cores
     from emcee_ipp.transport.direct import ENGINE_SPIN_S
 
     # Every engine here shares this machine (one host address) and its cores.
     for pool in (pools("direct"), fresh_pool_on_external):
         assert pool.transport == "direct"
-        fits = pool.size <= default_n_engines()
+        fits = pool.size <= usable_cores()
         assert set(pool._transport._spin.values()) == {ENGINE_SPIN_S if fits else 0.0}
         assert pool._transport.rotate_engines is not fits
     # (tests/test_faults.py checks 32 engines on 2 cores do not poll.)
@@ -131,3 +131,23 @@ def test_requested_poll_time_is_bounded_and_malformed_means_none(value, expected
 
     assert MAX_SPIN_S == 0.01
     assert _spin_seconds(value) == expected
+
+
+def test_client_polls_only_with_a_core_to_spare(pools):
+    from emcee_ipp._host import machine_id, usable_cores
+
+    transport = pools("direct")._transport  # noqa: SLF001
+    # Every engine of the shared cluster runs on this machine, as the client.
+    assert set(transport._machines.values()) == {machine_id()}  # noqa: SLF001
+    engines = sorted(transport._machines)  # noqa: SLF001
+    handles = [transport._send(eid, {"op": "ping"}) for eid in engines]  # noqa: SLF001
+    try:
+        for busy in range(len(handles) + 1):
+            # A core to spare while fewer engines than cores compute here.
+            assert transport._core_to_spare(handles[:busy]) is (busy < usable_cores())
+    finally:
+        deadline = time.monotonic() + 10
+        while handles and time.monotonic() < deadline:
+            for rid, _ in transport.wait_first(handles, 1.0):
+                handles.remove(rid)
+    assert not handles

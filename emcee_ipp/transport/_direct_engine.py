@@ -28,7 +28,7 @@ import traceback
 from urllib.parse import urlparse
 
 from .. import _engine
-from .._cluster import default_n_engines
+from .._host import machine_id, usable_cores
 from .._cache import MAX_ENTRIES
 from . import _frames
 
@@ -158,8 +158,11 @@ def _spin_seconds(value) -> float:
 def _handle(key: bytes, header: dict, parts: list) -> bytes:
     rid = header.get("id")
     if header.get("op") == "ping":
-        # The cores this engine may use: the client decides from them whether to poll.
-        return _frames.pack(key, {"id": rid, "status": "pong", "cores": default_n_engines()})
+        # Where this engine runs, and on how many cores: the client decides
+        # from them who may poll.
+        return _frames.pack(
+            key, {"id": rid, "status": "pong", "cores": usable_cores(), "machine": machine_id()}
+        )
     try:
         chunk = _frames.decode_chunk(header, parts[0])
         payload = bytes(parts[1]) if header.get("payload") else None

