@@ -26,8 +26,9 @@ from emcee_ipp import IPyParallelPool  # noqa: E402
 
 N_ENGINES = 2
 # Every contract test runs once per transport (schwimmbad runs one test class
-# over each pool the same way).
-TRANSPORTS = ["direct", "ipp"]
+# over each pool the same way). "ipp-client-sockets" is the ipp transport on
+# the path a client tunnelled over SSH takes (the client's own sockets).
+TRANSPORTS = ["direct", "ipp", "ipp-client-sockets"]
 
 
 @pytest.fixture(scope="session")
@@ -64,10 +65,19 @@ def pools():
         p.close()
 
 
-@pytest.fixture(scope="session", params=TRANSPORTS)
+@pytest.fixture(params=TRANSPORTS)
 def pool(request, pools):
     """The shared pool of each transport in turn."""
-    return pools(request.param)
+    if request.param != "ipp-client-sockets":
+        yield pools(request.param)
+        return
+    shared = pools("ipp")
+    transport = shared._transport  # noqa: SLF001
+    own, transport._mux = transport._mux, False  # noqa: SLF001 (False: the client's sockets)
+    try:
+        yield shared
+    finally:
+        transport._mux = own  # noqa: SLF001
 
 
 @pytest.fixture(scope="session")

@@ -65,7 +65,7 @@ def test_channel_binds_only_the_clusters_interface(split_pool):
 def test_late_reply_never_answers_the_next_call(pool):
     # The log-prob sleeps 20 ms per walker: 40 walkers cannot finish in 0.2 s.
     x = np.zeros((40, 2))
-    dropped = getattr(pool._transport, "dropped", 0)  # noqa: SLF001
+    dropped = pool._transport.dropped  # noqa: SLF001
     pool.timeout = 0.2
     try:
         with pytest.raises(MapTimeoutError, match="timeout=0.2"):
@@ -77,7 +77,7 @@ def test_late_reply_never_answers_the_next_call(pool):
     y = np.arange(12, dtype=float).reshape(6, 2)
     assert pool.map(helpers.gaussian, y) == [helpers.gaussian(r) for r in y]
     assert pool.map(helpers.gaussian, 2 * y) == [helpers.gaussian(r) for r in 2 * y]
-    if pool.transport == "direct":  # the stale replies did arrive, and were thrown away
+    if dropped is not None:  # the stale replies did arrive, and were thrown away
         assert pool._transport.dropped > dropped  # noqa: SLF001
 
 
