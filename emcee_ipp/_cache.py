@@ -2,9 +2,8 @@
 
 Runs on the client. emcee hands ``pool.map`` the same ``_FunctionWrapper`` on
 every call; this cache pickles it once, gives it a random token that no
-other entry, pool or client process
-will use,
-and remembers which engines already hold it. Entries hold a strong reference
+other entry, pool or client process will use, and remembers which engines
+already hold it. Entries hold a strong reference
 to their function, so an ``id()`` can never be recycled while its entry lives,
 and lookups compare identity, never ``id()`` alone.
 """

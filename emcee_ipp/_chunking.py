@@ -5,12 +5,14 @@ through ipyparallel; a cheap log-prob (the quickstart's takes ~12 us) finishes
 50 walkers in about the time one message takes. Whether spreading a map over
 more engines pays depends on the log-prob, the transport and the machine, so
 the policy measures instead of modelling. It starts with one chunk per
-engine, keeps the median of the last few wall times per item for each chunk
-count it uses (a median, so one slow call, such as the first, which ships the
-function and imports its modules, cannot skew it), and climbs: after the
+engine, keeps the median of the last few cycle times per item for each chunk
+count it uses (a cycle runs from a map's start to the next map's start, so
+what the chunk count does to the caller's work in between counts too; a
+median, so one slow call, such as the first, which ships the function and
+imports its modules, or a pause between runs, cannot skew it), and climbs: after the
 first maps and then now and then, it runs a few maps with twice as many
 chunks, and with half as many where that could pay (more chunks than engines,
-or messages taking most of the map), measured afresh, and moves where the
+or messages taking much of the cycle), measured afresh, and moves where the
 median was clearly faster. More chunks than engines let the engines that finish
 first take more work (load balancing; see ``Transport.run_map``).
 
@@ -76,7 +78,9 @@ class ChunkPolicy:
     def record(self, n_items: int, n_chunks: int, wall_s: float, compute_s: float) -> None:
         """Learn from one finished map of ``n_items`` split into ``n_chunks``.
 
-        ``compute_s`` is the longest time an engine spent evaluating one chunk.
+        ``wall_s`` is its cycle time (the pool measures from its start to the
+        next map's start); ``compute_s`` the longest time an engine spent
+        evaluating one chunk.
         """
         if self._engines is None:  # no choice was made through n_chunks
             return
@@ -125,16 +129,17 @@ class ChunkPolicy:
 
         With no more chunks than engines, halving them doubles each engine's
         share, so it can only pay when a chunk computes for less than half
-        the map's wall time (the rest being messages). The benchmark's 1 ms
-        log-prob (8 walkers a chunk) never qualifies, and skips the probe that
-        cost it ~4% (benchmarks/bench_pools.py, "cpu 1 ms").
+        the cycle (the rest being messages and the caller's own work, which
+        fewer busy engines can speed up). The benchmark's 1 ms log-prob (8
+        walkers a chunk) never qualifies, and skips the probe that cost it
+        ~4% (benchmarks/bench_pools.py, "cpu 1 ms").
         """
         if not self._stats.get(k):
             return True
         return 2 * _median(c for _, c in self._stats[k]) < self._wall(k) * self._items
 
     def _wall(self, k: int) -> float:
-        """Median recent wall seconds per item at ``k`` chunks."""
+        """Median recent cycle seconds per item at ``k`` chunks."""
         return _median(w for w, _ in self._stats[k])
 
 

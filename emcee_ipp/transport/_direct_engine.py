@@ -85,7 +85,11 @@ def interrupt() -> bool:
 def _accept(listener, key: bytes) -> None:
     """Serve every connection from its own thread (each pool opens one)."""
     while True:
-        conn, _ = listener.accept()
+        try:
+            conn, _ = listener.accept()
+        except OSError:  # out of file descriptors, say: the next pool may fare better
+            time.sleep(0.1)
+            continue
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         threading.Thread(
             target=_connection, args=(conn, key), name="emcee_ipp-direct", daemon=True
