@@ -4,10 +4,10 @@ Runs the peers side by side, in one process run, on the same workloads and
 random state: serial, multiprocessing.Pool, schwimmbad.MultiPool, an
 ipyparallel DirectView passed as ``pool=`` (the seed write-up's EDIT) on a
 stock cluster and on the pool's own engines, and IPyParallelPool over
-ipyparallel's messages and over its direct channel. Reports seconds, the ratio to serial (per step, where a slow peer runs
-fewer steps of the same chain), and whether each chain
-is bit-identical to the serial one; writes JSON and a plot of time/serial
-against log-prob cost.
+ipyparallel's messages and over its direct channel. Reports seconds, the
+ratio to serial (per step, where a slow peer runs fewer steps of the same
+chain), and whether each chain is bit-identical to the serial one; writes
+JSON and a plot of time/serial against log-prob cost.
 
     python benchmarks/bench_pools.py [--engines 2] [--scale 1.0] [--repeat 3]
 """
@@ -43,12 +43,15 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
     parser.add_argument("--only", nargs="*", help="workload names to run")
     parser.add_argument("--repeat", type=lambda v: max(1, int(v)), default=3,
-                        help="rounds of serial and IPyParallelPool per workload (median reported)")
+                        help="interleaved rounds of every full-length peer (median reported)")
     args = parser.parse_args()
     os.makedirs(OUT, exist_ok=True)
 
     results = []
     with IPyParallelPool(args.engines, transport="direct") as ipp_pool:
+        # As warm as the stock cluster's engines (see _workloads.peer): without
+        # this, the first round paid the engines' import of emcee (~0.6 s).
+        ipp_pool.client[:].execute("import emcee, _workloads", block=True)
         for w in workloads(args.scale).values():
             if args.only and w.name not in args.only:
                 continue
@@ -64,15 +67,18 @@ def main() -> None:
 
 
 def run_workload(w, args, ipp_pool) -> list[dict]:
-    """Serial and IPyParallelPool run ``--repeat`` interleaved rounds, each
-    pool's ratio taken against the serial run of its own round (this shared
-    VM's speed drifts by 10-20% over minutes); the slower peers run once,
+    """Every peer that runs the workload's full step count runs ``--repeat``
+    interleaved rounds (serial first in each), its ratio taken against the
+    serial run of its own round: this shared VM's speed drifts by 10-20% over
+    minutes, so peers compared in different minutes would compare the
+    minutes. Peers too slow for the full run (``w.peer_steps``) run once,
     against the median serial time. Rows report the median ratio and all of them."""
+    in_rounds = [p for p in PEERS if w.peer_steps is None or p in FULL_LENGTH]
     runs: dict[str, list] = {}
     reference = None
     serial_per_step = []
     for _ in range(args.repeat):
-        for name in FULL_LENGTH:  # serial first
+        for name in in_rounds:  # serial first
             with peer(name, args.engines, ipp_pool) as pool:
                 seconds, chain = run_once(w, pool, w.nsteps)
             if name == "serial":
@@ -82,11 +88,10 @@ def run_workload(w, args, ipp_pool) -> list[dict]:
                 (seconds, w.nsteps, seconds / w.nsteps / serial_per_step[-1], chain))
     median_serial = statistics.median(serial_per_step)
     for name in PEERS:
-        if name not in FULL_LENGTH:
-            nsteps = w.peer_steps or w.nsteps
+        if name not in in_rounds:
             with peer(name, args.engines, ipp_pool) as pool:
-                seconds, chain = run_once(w, pool, nsteps)
-            runs[name] = [(seconds, nsteps, seconds / nsteps / median_serial, chain)]
+                seconds, chain = run_once(w, pool, w.peer_steps)
+            runs[name] = [(seconds, w.peer_steps, seconds / w.peer_steps / median_serial, chain)]
     rows = []
     for name in PEERS:
         ratios = [r[2] for r in runs[name]]

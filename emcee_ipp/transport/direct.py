@@ -58,15 +58,14 @@ ENGINE_SPIN_S = 0.002
 # leave it a core (it would otherwise slow them down). Quickstart on 2 cores,
 # medians of 6 interleaved rounds of 300 steps: one chunk per map 1.52 ->
 # 1.29 of serial; with two chunks, where polling takes an engine's core,
-# 1.42 -> 2.09. benchmarks/bench_pools.py --only quickstart --repeat 5 then
-# gave 1.27 (rounds 1.26-1.82), after 1.49-1.88 over ZeroMQ without it.
+# 1.42 -> 2.09.
 CLIENT_SPIN_S = 0.002
-RECENT_REPLIES = 16
-_TIMEVAL = struct.Struct("@ll")  # replies whose round-trip times decide whether the client polls
+RECENT_REPLIES = 16  # replies whose round-trip times decide whether the client polls
 # A reply the poll said was arriving, or a request being sent, may stall
 # this long before the engine counts as lost (a broken link, not a slow
 # log-prob: an engine computing sends nothing).
 IO_TIMEOUT_S = 60.0
+_TIMEVAL = struct.Struct("@ll")  # struct timeval, for SO_RCVTIMEO and SO_SNDTIMEO
 
 
 class DirectUnavailable(EmceeIppError, ConnectionError):
@@ -74,7 +73,7 @@ class DirectUnavailable(EmceeIppError, ConnectionError):
 
 
 class DirectTransport(Transport):
-    """One DEALER socket per engine, connected to the engine's own server."""
+    """One TCP connection per engine, to the engine's own server."""
 
     name = "direct"
 
