@@ -187,6 +187,8 @@ class IPyParallelPool:
             Results in input order, as the built-in ``map`` gives them.
         """
         self._check_open()
+        t0 = time.perf_counter()
+        self._record_last_map(t0)  # before choosing this map's chunks
         items = as_items(iterable)
         if len(items) == 0:
             return []
@@ -196,8 +198,6 @@ class IPyParallelPool:
         start = self._next_engine % len(engines) if self._transport.rotate_engines else 0
         targets = (engines[start:] + engines[:start])[: len(bounds)]
         self._next_engine = start + len(bounds)
-        t0 = time.perf_counter()
-        self._record_last_map(t0)
         try:
             replies = self._transport.run_map(
                 entry, items, bounds, targets, self.timeout, alive=self._live_engines
@@ -233,7 +233,8 @@ class IPyParallelPool:
             self._unrecorded = None
 
     def _live_engines(self) -> list[int]:
-        return list(self._client.ids)
+        """Registered engines the pool has prepared (initializer run), for run_map."""
+        return [e for e in self._client.ids if e in self._ready]
 
     # -- engines -------------------------------------------------------------
 

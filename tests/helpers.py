@@ -55,6 +55,11 @@ def slower_gaussian_with_pid(x):
     return slow_gaussian_with_pid(x, delay=5e-3)
 
 
+def unpicklable_blob(x):
+    """A log-prob whose blob cannot be pickled to travel back to the client."""
+    return float(-0.5 * np.dot(x, x)), (lambda: None)
+
+
 def returns_int(x):
     return int(len(x))
 

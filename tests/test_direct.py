@@ -151,3 +151,15 @@ def test_client_polls_only_with_a_core_to_spare(pools):
             for rid, _ in transport.wait_first(handles, 1.0):
                 handles.remove(rid)
     assert not handles
+
+
+def test_broken_connection_to_a_live_engine_is_reopened(pools):
+    pool = pools("direct")
+    transport = pool._transport  # noqa: SLF001
+    x = np.arange(8, dtype=float).reshape(4, 2)
+    for eid in list(pool.client.ids):
+        transport._connection_broke(eid)  # noqa: SLF001 (as after a Ctrl-C mid-send)
+    assert not transport._sockets  # noqa: SLF001
+    assert pool.map(helpers.gaussian, x) == [helpers.gaussian(r) for r in x]
+    # The engines that took the chunks are connected again, not given up.
+    assert transport._sockets  # noqa: SLF001

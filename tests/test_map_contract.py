@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import helpers
-from emcee_ipp import RemoteLogProbError
+from emcee_ipp import MapTimeoutError, RemoteLogProbError
 
 
 def _same(got, want):
@@ -75,4 +75,17 @@ def test_remote_error_names_engine_and_parameters(pool):
     assert "negative first parameter" in str(err.__cause__)
     assert "raises_on_negative" in err.__cause__.tb
     # The pool stays usable.
+    assert pool.map(helpers.gaussian, x) == list(map(helpers.gaussian, x))
+
+
+@pytest.mark.timeout(60)
+def test_result_that_cannot_travel_back_is_an_error_not_a_hang(pool):
+    x = np.array([[1.0, 0.0], [2.0, 1.0]])
+    pool.timeout = 20.0  # a hang fails the test with MapTimeoutError
+    try:
+        with pytest.raises(Exception, match="(?i)pickle") as info:
+            pool.map(helpers.unpicklable_blob, x)
+        assert not isinstance(info.value, MapTimeoutError)
+    finally:
+        pool.timeout = None
     assert pool.map(helpers.gaussian, x) == list(map(helpers.gaussian, x))

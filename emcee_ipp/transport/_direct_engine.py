@@ -17,6 +17,7 @@ One server per engine process, shared by every pool of the same cluster
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -43,6 +44,10 @@ _SERVER: dict = {}  # "url", "rejected", "busy" (the thread evaluating, or None)
 # cleared before the thread sends or receives anything.
 _BUSY = threading.Lock()
 _EVALUATING = threading.Lock()  # one chunk at a time, whichever pool sent it
+# Connections served at once (each pool opens one per engine); more are
+# refused, so nobody can make an engine start threads without limit.
+MAX_CONNECTIONS = 64
+_CONNECTIONS = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
 
 def serve() -> str:
@@ -85,15 +90,25 @@ def interrupt() -> bool:
 def _accept(listener, key: bytes) -> None:
     """Serve every connection from its own thread (each pool opens one)."""
     while True:
+        conn, counted = None, False
         try:
             conn, _ = listener.accept()
-        except OSError:  # out of file descriptors, say: the next pool may fare better
+            counted = _CONNECTIONS.acquire(blocking=False)
+            if not counted:
+                log.warning("emcee_ipp: refused a connection: %d already open", MAX_CONNECTIONS)
+                conn.close()
+                continue
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # a vanished client
+            threading.Thread(
+                target=_connection, args=(conn, key), name="emcee_ipp-direct", daemon=True
+            ).start()
+        except Exception:  # out of file descriptors or threads: the next pool may fare better
+            if conn is not None:
+                conn.close()
+            if counted:
+                _CONNECTIONS.release()
             time.sleep(0.1)
-            continue
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        threading.Thread(
-            target=_connection, args=(conn, key), name="emcee_ipp-direct", daemon=True
-        ).start()
 
 
 def _connection(conn, key: bytes) -> None:
@@ -101,7 +116,7 @@ def _connection(conn, key: bytes) -> None:
     poller = select.poll()
     poller.register(conn, select.POLLIN)
     spin = 0.0
-    with conn:
+    with conn, _released(_CONNECTIONS):
         while True:
             try:
                 _end_busy()  # idle from here on: no interrupt can land in recv or send
@@ -120,6 +135,14 @@ def _connection(conn, key: bytes) -> None:
                 return
             except BaseException:  # a late interrupt() must not end the server
                 spin = 0.0
+
+
+@contextlib.contextmanager
+def _released(semaphore):
+    try:
+        yield
+    finally:
+        semaphore.release()
 
 
 def _reject() -> None:
@@ -179,7 +202,13 @@ def _handle(key: bytes, header: dict, parts: list) -> bytes:
     except BaseException as exc:  # interrupted, or worse: report, never die
         _end_busy()  # the interrupt may have landed inside the first call
         reply = ("error", 0, type(exc).__name__, str(exc), traceback.format_exc())
-    fields, data = _frames.encode_reply(reply)
+    try:
+        fields, data = _frames.encode_reply(reply)
+    except Exception as exc:  # e.g. a blob that cannot be pickled: the client must hear of it
+        fields, data = _frames.encode_reply(
+            ("error", 0, type(exc).__name__, f"the results could not be sent back: {exc}",
+             traceback.format_exc())
+        )
     return _frames.pack(key, {"id": rid, **fields}, data)
 
 

@@ -30,8 +30,10 @@ SIG_BYTES = 32
 _LENGTH = struct.Struct("<Q")
 # A message's length is not signed (nothing is verified before the whole
 # message is in): messages up to this size are read into one buffer, larger
-# ones piece by piece, so a forged length costs only the bytes really sent.
-_READ_AT_ONCE = 1 << 20
+# ones piece by piece as they arrive, so a forged length costs only the bytes
+# really sent.
+_READ_AT_ONCE = 1 << 16
+_PIECE = 1 << 20
 
 
 def send(sock, message: bytes) -> None:
@@ -62,7 +64,7 @@ def _recv_exactly(sock, n: int):
         return buffer
     pieces, got = [], 0
     while got < n:
-        piece = sock.recv(min(n - got, _READ_AT_ONCE))
+        piece = sock.recv(min(n - got, _PIECE))
         if not piece:
             return None
         pieces.append(piece)
@@ -71,7 +73,7 @@ def _recv_exactly(sock, n: int):
 
 
 def pack(key: bytes, header: dict, *parts: bytes) -> bytes:
-    """One signed message: ``header`` (JSON) plus raw ``parts``."""
+    """One signed message: ``header`` (a small dict) plus raw ``parts``."""
     header = dict(header, sizes=[len(p) for p in parts])
     head = pickle.dumps(header, protocol=4)
     body = b"".join([len(head).to_bytes(4, "little"), head, *parts])

@@ -22,6 +22,7 @@ A client tunnelled over SSH keeps its own path (the tunnel belongs to it):
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import zmq
@@ -30,7 +31,11 @@ from ipyparallel import util
 from ipyparallel.serialize.serialize import deserialize_object, pack_apply_message
 from jupyter_client.session import Session
 
+from ..exceptions import ClusterNotFoundError
+
 log = logging.getLogger("emcee_ipp")
+
+SEND_TIMEOUT_MS = 60_000
 
 
 class MuxSocket:
@@ -48,6 +53,8 @@ class MuxSocket:
         self._ctx = zmq.Context()
         self._socket = self._ctx.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        # A controller gone for good must raise, not block a send forever.
+        self._socket.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
         util.connect(
             self._socket,
             client._config["mux"],  # noqa: SLF001 (the address views send to)
@@ -66,8 +73,14 @@ class MuxSocket:
             buffer_threshold=session.buffer_threshold,
             item_threshold=session.item_threshold,
         )
-        msg = session.send(self._socket, "apply_request", content={}, buffers=buffers,
-                           ident=ident, metadata={})
+        try:
+            msg = session.send(self._socket, "apply_request", content={}, buffers=buffers,
+                               ident=ident, metadata={})
+        except zmq.Again as exc:
+            raise ClusterNotFoundError(
+                f"could not send to the controller for {SEND_TIMEOUT_MS // 1000} s: it "
+                "is gone or unreachable. Check the cluster, then create a new pool."
+            ) from exc
         msg_id = msg["header"]["msg_id"]
         self._awaited.add(msg_id)
         return msg_id
@@ -82,7 +95,7 @@ class MuxSocket:
         deadline = time.monotonic() + max(timeout, 0.0)
         while not got:
             remaining = deadline - time.monotonic()
-            if self._socket.poll(max(0, int(remaining * 1000))):
+            if self._socket.poll(max(0, math.ceil(remaining * 1000))):
                 got.extend(self._drain())
             if remaining <= 0:
                 break

@@ -65,6 +65,7 @@ RECENT_REPLIES = 16  # replies whose round-trip times decide whether the client 
 # this long before the engine counts as lost (a broken link, not a slow
 # log-prob: an engine computing sends nothing).
 IO_TIMEOUT_S = 60.0
+RECONNECT_EVERY_S = 1.0  # how often to retry a broken connection to a live engine
 _TIMEVAL = struct.Struct("@ll")  # struct timeval, for SO_RCVTIMEO and SO_SNDTIMEO
 
 
@@ -84,7 +85,13 @@ class DirectTransport(Transport):
                 "the cluster has no session key, so the direct channel could not be "
                 "authenticated; use transport='ipp'."
             )
+        if getattr(client, "curve_serverkey", None):
+            raise DirectUnavailable(
+                "the cluster encrypts its messages (CurveZMQ) and the direct channel "
+                "would send them in the clear; use transport='ipp'."
+            )
         self._control = control  # an IppTransport, for the set-up calls
+        self._retry_at: dict[int, float] = {}  # engine id -> when to try reconnecting
         self._sockets: dict[int, socket.socket] = {}
         self._urls: dict[int, str] = {}
         self._by_fd: dict[int, int] = {}  # socket fd -> engine id
@@ -117,24 +124,38 @@ class DirectTransport(Transport):
                 raise DirectUnavailable(f"engine {eid} could not open a direct channel: {exc}") from exc
         deadline = time.monotonic() + PING_TIMEOUT_S
         for eid, url in urls.items():
+            self._urls[eid] = url
             try:
-                address = urlparse(url)
-                sock = socket.create_connection(
-                    (address.hostname, address.port), max(0.0, deadline - time.monotonic())
-                )
+                self._connect(eid, max(0.0, deadline - time.monotonic()))
             except (OSError, ValueError) as exc:
                 raise self._unreachable({eid: url}, exc) from exc
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            # Blocking, with the kernel's own time-outs (settimeout would
-            # add a poll before every send and receive).
-            sock.settimeout(None)
-            for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
-                sock.setsockopt(socket.SOL_SOCKET, option, _TIMEVAL.pack(int(IO_TIMEOUT_S), 0))
-            self._sockets[eid], self._urls[eid] = sock, url
-            self._by_fd[sock.fileno()] = eid
-            self._poller.register(sock, select.POLLIN)
         self._ping(list(urls), deadline)
         self._set_spin()
+
+    def _connect(self, engine_id: int, timeout: float) -> socket.socket:
+        address = urlparse(self._urls[engine_id])
+        sock = socket.create_connection((address.hostname, address.port), timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Blocking, with the kernel's own time-outs (settimeout would add a
+        # poll before every send and receive).
+        sock.settimeout(None)
+        for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+            sock.setsockopt(socket.SOL_SOCKET, option, _TIMEVAL.pack(int(IO_TIMEOUT_S), 0))
+        self._sockets[engine_id] = sock
+        self._by_fd[sock.fileno()] = engine_id
+        self._poller.register(sock, select.POLLIN)
+        return sock
+
+    def _reconnect(self, engine_id: int) -> socket.socket | None:
+        """A new connection to an engine whose last one broke (an interrupted
+        send, a network blip), tried at most once a second; None if it fails."""
+        if engine_id not in self._urls or time.monotonic() < self._retry_at.get(engine_id, 0.0):
+            return None
+        self._retry_at[engine_id] = time.monotonic() + RECONNECT_EVERY_S
+        try:
+            return self._connect(engine_id, RECONNECT_EVERY_S)
+        except OSError:
+            return None
 
     def _set_spin(self) -> None:
         """Engines poll only where they do not outnumber their machine's cores
@@ -161,7 +182,9 @@ class DirectTransport(Transport):
             handles[rid] = eid
         while handles and time.monotonic() < deadline:
             for rid, reply in self.wait_first(list(handles), deadline - time.monotonic()):
-                eid = handles.pop(rid)
+                eid = handles.pop(rid, None)
+                if eid is None:
+                    continue
                 if isinstance(reply, EngineLost):
                     raise self._unreachable({eid: self._urls[eid]}, "it hung up")
                 _, self._cores[eid], self._machines[eid] = reply
@@ -179,6 +202,7 @@ class DirectTransport(Transport):
 
     def remove_engine(self, engine_id: int) -> None:
         self._urls.pop(engine_id, None)
+        self._retry_at.pop(engine_id, None)
         self._cores.pop(engine_id, None)
         self._machines.pop(engine_id, None)
         self._hang_up(engine_id)
@@ -235,11 +259,19 @@ class DirectTransport(Transport):
                     message = _frames.recv(self._sockets[eid])
                 except OSError:
                     message = None
-                if message is None:
+                except BaseException:  # Ctrl-C mid-message: the stream is out of step
+                    self._connection_broke(eid)
+                    raise
+                verified = None if message is None else _frames.unpack(self._key, message)
+                if verified is None:
+                    if message is not None:
+                        self.dropped += 1
+                        log.warning("emcee_ipp: dropped a reply that failed authentication, "
+                                    "and hung up on engine %s", eid)
                     self._connection_broke(eid)
                     got.extend(self._take_lost())
                     continue
-                reply = self._accept(message)
+                reply = self._accept(*verified)
                 if reply is not None:
                     got.append(reply)
             if remaining <= 0:
@@ -258,14 +290,19 @@ class DirectTransport(Transport):
 
     def _send(self, engine_id, header, *parts) -> str:
         rid = f"{self._prefix}-{next(self._ids)}"
+        message = _frames.pack(self._key, {"id": rid, **header}, *parts)
+        sock = self._sockets.get(engine_id) or self._reconnect(engine_id)
         self._awaited[rid] = (engine_id, time.perf_counter())
-        sock = self._sockets.get(engine_id)
         try:
             if sock is None:
                 raise ConnectionError(f"engine {engine_id}'s connection broke earlier")
-            _frames.send(sock, _frames.pack(self._key, {"id": rid, **header}, *parts))
+            _frames.send(sock, message)
         except OSError:
+            self._connection_broke(engine_id)  # its reply is lost: rid comes back as EngineLost
+        except BaseException:  # Ctrl-C mid-send: the caller never gets rid
+            del self._awaited[rid]
             self._connection_broke(engine_id)
+            raise
         return rid
 
     def _core_to_spare(self, handles) -> bool:
@@ -283,13 +320,7 @@ class DirectTransport(Transport):
         self._lost.clear()
         return lost
 
-    def _accept(self, frame):
-        verified = _frames.unpack(self._key, frame)
-        if verified is None:
-            self.dropped += 1
-            log.warning("emcee_ipp: dropped a reply that failed authentication")
-            return None
-        header, parts = verified
+    def _accept(self, header: dict, parts: list):
         rid = header.get("id")
         if rid not in self._awaited:
             self.dropped += 1  # a late reply of an abandoned call
