@@ -5,6 +5,7 @@ whose log-prob hangs, and reports as JSON when KeyboardInterrupt arrived and
 whether the next map is correct.
 """
 import json
+import signal
 import sys
 import time
 
@@ -14,6 +15,10 @@ import emcee
 
 import helpers
 from emcee_ipp import IPyParallelPool, run_split
+
+# A process started in the background by a shell without job control (as a
+# CI runner may start the suite) inherits SIGINT ignored: restore Ctrl-C.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 with IPyParallelPool(2, transport=sys.argv[1]) as pool:
     x = np.arange(12, dtype=float).reshape(6, 2)
