@@ -163,3 +163,24 @@ def test_broken_connection_to_a_live_engine_is_reopened(pools):
     assert pool.map(helpers.gaussian, x) == [helpers.gaussian(r) for r in x]
     # The engines that took the chunks are connected again, not given up.
     assert transport._sockets  # noqa: SLF001
+
+
+@pytest.mark.timeout(60)
+def test_late_interrupt_spares_a_chunk_it_was_not_meant_for(pools):
+    """An interrupt names the chunks the pool gave up; another chunk running
+    on that engine (the next map's, say) finishes untouched."""
+    import threading
+
+    from emcee_ipp.transport import _direct_engine
+
+    pool = pools("direct")
+    eid = pool.client.ids[0]
+    x = np.zeros((20, 2))  # 200-400 ms on an engine: busy when the interrupt lands
+    got = {}
+    worker = threading.Thread(target=lambda: got.update(r=pool.map(helpers.gaussian_20ms, x)))
+    worker.start()
+    time.sleep(0.05)  # the chunks are being evaluated
+    interrupted = pool.client[eid].apply_sync(_direct_engine.interrupt, ["another-pool-0"])
+    worker.join(30)
+    assert interrupted is False
+    assert got["r"] == [helpers.gaussian_20ms(r) for r in x]

@@ -38,12 +38,15 @@ log = logging.getLogger("emcee_ipp.direct")
 # The longest an engine polls for the next request before sleeping (the
 # client asks for less, or none, per request).
 MAX_SPIN_S = 0.01
-_SERVER: dict = {}  # "url", "rejected", "busy" (the thread evaluating, or None)
+_SERVER: dict = {}  # "url", "rejected", "busy" ((thread, request id) evaluating, or None)
 # Orders interrupt() against the end of an evaluation: an interrupt is only
 # ever raised while "busy", and one raised just before "busy" ended is
 # cleared before the thread sends or receives anything.
 _BUSY = threading.Lock()
 _EVALUATING = threading.Lock()  # one chunk at a time, whichever pool sent it
+# Request ids a pool gave up on (interrupt()), skipped if they arrive later.
+_CANCELLED: set = set()
+MAX_CANCELLED = 10_000
 # Connections served at once (each pool opens one per engine); more are
 # refused, so nobody can make an engine start threads without limit.
 MAX_CONNECTIONS = 64
@@ -70,19 +73,27 @@ def rejected() -> int:
     return _SERVER.get("rejected", 0)
 
 
-def interrupt() -> bool:
-    """Raise KeyboardInterrupt in the server thread evaluating a chunk, if any.
+def interrupt(request_ids=None) -> bool:
+    """Raise KeyboardInterrupt in the server thread evaluating a chunk.
 
     Runs on the engine's main thread (called through ipyparallel). SIGINT
     only reaches the main thread; this reaches the log-prob running in a
-    server thread at its next Python instruction. Returns whether one was busy.
+    server thread at its next Python instruction. With ``request_ids``,
+    only a chunk with one of those ids is interrupted (the interrupt travels
+    more slowly than the channel: the chunk it meant may have finished, and
+    the next map's begun), and those chunks are skipped if they have not
+    started yet. Returns whether a chunk was interrupted.
     """
     with _BUSY:
-        ident = _SERVER.get("busy")
-        if ident is None:
+        if request_ids is not None:
+            if len(_CANCELLED) > MAX_CANCELLED:
+                _CANCELLED.clear()
+            _CANCELLED.update(request_ids)
+        busy = _SERVER.get("busy")
+        if busy is None or (request_ids is not None and busy[1] not in request_ids):
             return False
         ctypes.pythonapi.PyThreadState_SetAsyncExc(
-            ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt)
+            ctypes.c_ulong(busy[0]), ctypes.py_object(KeyboardInterrupt)
         )
     return True
 
@@ -155,7 +166,8 @@ def _end_busy() -> None:
     """Leave the busy state, and drop an interrupt raised but not yet delivered."""
     ident = threading.get_ident()
     with _BUSY:
-        if _SERVER.get("busy") == ident:
+        busy = _SERVER.get("busy")
+        if busy is not None and busy[0] == ident:
             _SERVER["busy"] = None
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
 
@@ -194,7 +206,12 @@ def _handle(key: bytes, header: dict, parts: list) -> bytes:
         chunk = _frames.decode_chunk(header, parts[0])
         payload = bytes(parts[1]) if header.get("payload") else None
         with _EVALUATING:
-            _SERVER["busy"] = threading.get_ident()
+            with _BUSY:
+                cancelled = rid in _CANCELLED
+                _CANCELLED.discard(rid)
+                _SERVER["busy"] = None if cancelled else (threading.get_ident(), rid)
+            if cancelled:
+                raise KeyboardInterrupt("the pool gave this chunk up before it started")
             try:
                 reply = _engine.evaluate(header["token"], payload, chunk, MAX_ENTRIES)
             finally:

@@ -99,6 +99,7 @@ class DirectTransport(Transport):
         self._ids = itertools.count()
         self._awaited: dict[str, tuple[int, float]] = {}  # request id -> (engine id, sent at)
         self._lost: list[str] = []  # awaited ids whose engine's connection broke
+        self._given_up: dict[int, deque] = {}  # engine id -> forgotten request ids, for interrupt()
         self._poller = select.poll()
         self.dropped = 0  # late or unauthenticated replies thrown away
         self._cores: dict[int, int] = {}  # engine id -> cores it may use (its pong)
@@ -203,6 +204,7 @@ class DirectTransport(Transport):
     def remove_engine(self, engine_id: int) -> None:
         self._urls.pop(engine_id, None)
         self._retry_at.pop(engine_id, None)
+        self._given_up.pop(engine_id, None)
         self._cores.pop(engine_id, None)
         self._machines.pop(engine_id, None)
         self._hang_up(engine_id)
@@ -224,10 +226,13 @@ class DirectTransport(Transport):
     def interrupt(self, engine_ids: list[int]) -> bool:
         """The log-prob runs in an engine's server thread, which SIGINT does
         not reach: the engine's main thread raises KeyboardInterrupt there.
-        (No SIGINT as well: it could abort that very call.)"""
+        (No SIGINT as well: it could abort that very call.) Only the chunks
+        given up (forgotten) on each engine are interrupted, if any were."""
         for eid in engine_ids:
+            given_up = self._given_up.pop(eid, None)
             try:
-                self._control.call(eid, _direct_engine.interrupt)
+                self._control.call(eid, _direct_engine.interrupt,
+                                   sorted(given_up) if given_up else None)
             except Exception:  # the engine may be gone
                 pass
         return True
@@ -280,7 +285,10 @@ class DirectTransport(Transport):
 
     def forget(self, handles):
         for rid in handles:
-            self._awaited.pop(rid, None)
+            awaited = self._awaited.pop(rid, None)
+            if awaited is not None:
+                # A few per engine: at most one chunk per engine is in flight.
+                self._given_up.setdefault(awaited[0], deque(maxlen=16)).append(rid)
 
     def close(self):
         for eid in list(self._sockets):
