@@ -50,7 +50,8 @@ PING_TIMEOUT_S = 3.0
 # Measured on 2 cores (benchmarks/bench_overhead.py and interleaved A/B
 # rounds of the quickstart): 50 trivial items 0.31 -> 0.25 ms per map;
 # quickstart 1.52 -> 1.42 and 1.68 -> 1.57 of serial; 0.5 ms polls or one
-# polling engine of two did worse, and so did a polling client.
+# polling engine of two did worse (all measured over ZeroMQ, before the
+# channel moved to TCP and the client polled too: CLIENT_SPIN_S).
 ENGINE_SPIN_S = 0.002
 # Likewise the client, waiting for a reply, wakes late once it sleeps (the
 # vCPU halts). So it polls instead, for up to this long, when replies
@@ -219,7 +220,7 @@ class DirectTransport(Transport):
 
     def _connection_broke(self, engine_id: int) -> None:
         """The engine hung up or its link failed: its awaited replies are lost.
-        (It stays out of this channel; ipyparallel soon drops it too.)"""
+        (The next chunk for it reconnects, if it still runs: ``_reconnect``.)"""
         self._hang_up(engine_id)
         self._lost.extend(rid for rid, (eid, _) in self._awaited.items() if eid == engine_id)
 
