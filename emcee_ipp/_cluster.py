@@ -8,7 +8,6 @@ pool starts itself and turns ipyparallel's failures into clear errors.
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 import warnings
 
