@@ -32,7 +32,7 @@ _CACHE: "OrderedDict[str, object]" = OrderedDict()
 _INITIALIZED: set = set()  # keys of pool initializers already run here
 
 
-def evaluate(token: str, payload: bytes | None, chunk, max_entries: int = MAX_ENTRIES):
+def evaluate(token: str, payload: bytes | memoryview | None, chunk, max_entries: int = MAX_ENTRIES):
     """Evaluate the cached function ``token`` on every item of ``chunk``."""
     fn = _CACHE.get(token)
     if fn is None:

@@ -204,7 +204,7 @@ def _handle(key: bytes, header: dict, parts: list) -> bytes:
         )
     try:
         chunk = _frames.decode_chunk(header, parts[0])
-        payload = bytes(parts[1]) if header.get("payload") else None
+        payload = parts[1] if header.get("payload") else None  # unpickled, not kept
         with _EVALUATING:
             with _BUSY:
                 cancelled = rid in _CANCELLED

@@ -38,10 +38,12 @@ _PIECE = 1 << 20
 
 def send(sock, message: bytes) -> None:
     """Send one :func:`pack`-ed message on a stream socket, length first."""
-    pieces = [_LENGTH.pack(len(message)), message]
-    sent = sock.sendmsg(pieces)  # one system call for any message that fits
-    if sent < _LENGTH.size + len(message):
-        sock.sendall(memoryview(b"".join(pieces))[sent:])
+    head = _LENGTH.pack(len(message))
+    sent = sock.sendmsg([head, message])  # one system call for any message that fits
+    if sent < len(head):
+        sock.sendall(head[sent:])
+    if sent < len(head) + len(message):  # a large one: the rest, without copying it
+        sock.sendall(memoryview(message)[max(0, sent - len(head)):])
 
 
 def recv(sock) -> bytearray | bytes | None:

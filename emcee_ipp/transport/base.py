@@ -92,8 +92,6 @@ class Transport(ABC):
                 wake = WAKE_S if deadline is None else min(WAKE_S, max(0.0, deadline - time.monotonic()))
                 done = self.wait_first(list(inflight), wake)
                 for handle, reply in done:
-                    if handle not in inflight:  # not this map's (cannot happen; never crash on it)
-                        continue
                     i, eid = inflight.pop(handle)
                     if isinstance(reply, EngineLost):
                         entry.engines.discard(eid)
