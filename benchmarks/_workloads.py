@@ -52,6 +52,10 @@ class Workload:
     # ratio is then per step, and their chain is compared with the serial
     # chain's first steps (same random state, so the same prefix).
     peer_steps: int | None = None
+    # A workload run right before this one in every round, by each peer that
+    # runs the full step count, so that the two runs' wall times compare
+    # the same minute of this shared VM (its speed drifts by 10-20%).
+    paired_with: str | None = None
 
     def start(self):
         if self.p0 is not None:
@@ -68,7 +72,7 @@ def workloads(scale: float = 1.0) -> dict[str, Workload]:
         for w in [
             Workload("quickstart", qs.lnprob, data, 100, steps(1000), 12e-6, qs.start_positions(100)),
             Workload("quickstart + 50 MB args", lnprob_big, data + (big,), 100, steps(1000), 12e-6,
-                     qs.start_positions(100), peer_steps=steps(10)),
+                     qs.start_positions(100), peer_steps=steps(10), paired_with="quickstart"),
             Workload("cpu 1 ms", busy, (1e-3,), 32, steps(60), 1e-3),
             Workload("cpu 10 ms", busy, (1e-2,), 32, steps(8), 1e-2),
         ]

@@ -52,10 +52,12 @@ def main() -> None:
         # As warm as the stock cluster's engines (see _workloads.peer): without
         # this, the first round paid the engines' import of emcee (~0.6 s).
         ipp_pool.client[:].execute("import emcee, _workloads", block=True)
-        for w in workloads(args.scale).values():
+        every = workloads(args.scale)
+        for w in every.values():
             if args.only and w.name not in args.only:
                 continue
-            results.extend(run_workload(w, args, ipp_pool))
+            paired = every[w.paired_with] if w.paired_with else None
+            results.extend(run_workload(w, args, ipp_pool, paired))
 
     meta = dict(engines=args.engines, scale=args.scale, cpus=os.cpu_count(),
                 python=platform.python_version(), when=time.strftime("%Y-%m-%d %H:%M"))
@@ -66,21 +68,32 @@ def main() -> None:
     plot(results, os.path.join(OUT, "bench_pools.png"))
 
 
-def run_workload(w, args, ipp_pool) -> list[dict]:
+def run_workload(w, args, ipp_pool, paired=None) -> list[dict]:
     """Every peer that runs the workload's full step count runs ``--repeat``
     interleaved rounds (serial first in each), its ratio taken against the
     serial run of its own round: this shared VM's speed drifts by 10-20% over
     minutes, so peers compared in different minutes would compare the
     minutes. Peers too slow for the full run (``w.peer_steps``) run once,
-    against the median serial time. Rows report the median ratio and all of them."""
+    against the median serial time. Rows report the median ratio and all of them.
+
+    With a ``paired`` workload, each of those peers runs it right before
+    ``w`` in every round, and the row also reports ``w``'s wall time over
+    the paired run's (``vs_paired``): the 50 MB run against the small one,
+    a minute apart at most."""
     in_rounds = [p for p in PEERS if w.peer_steps is None or p in FULL_LENGTH]
     runs: dict[str, list] = {}
+    vs_paired: dict[str, list] = {}
     reference = None
     serial_per_step = []
     for _ in range(args.repeat):
         for name in in_rounds:  # serial first
+            if paired is not None:
+                with peer(name, args.engines, ipp_pool) as pool:
+                    before, _ = run_once(paired, pool, paired.nsteps)
             with peer(name, args.engines, ipp_pool) as pool:
                 seconds, chain = run_once(w, pool, w.nsteps)
+            if paired is not None:
+                vs_paired.setdefault(name, []).append(seconds / before)
             if name == "serial":
                 reference = chain if reference is None else reference
                 serial_per_step.append(seconds / w.nsteps)
@@ -103,10 +116,17 @@ def run_workload(w, args, ipp_pool) -> list[dict]:
             identical=all(np.array_equal(r[3], reference[:nsteps]) for r in runs[name]),
             cost_s=w.cost_s, nwalkers=w.nwalkers,
         )
+        if name in vs_paired:
+            row.update(paired_with=paired.name, vs_paired=statistics.median(vs_paired[name]),
+                       vs_paired_runs=vs_paired[name])
         rows.append(row)
         spread = "" if len(ratios) == 1 else f" (runs {min(ratios):.2f}-{max(ratios):.2f})"
         print(f"{w.name:<26}{name:<28}{nsteps:5d} steps {row['seconds']:8.2f} s"
               f" {row['ratio']:6.2f}x serial{spread:<19} identical={row['identical']}", flush=True)
+        if name in vs_paired:
+            v = vs_paired[name]
+            print(f"{'':<26}{'':<28}{'':>5}  its wall time / the {paired.name} run before it:"
+                  f" {row['vs_paired']:.2f} (runs {min(v):.2f}-{max(v):.2f})", flush=True)
     return rows
 
 
@@ -121,6 +141,11 @@ def markdown_table(results) -> str:
         serial = rows["serial"]
         lines.append(f"| {wname} (serial {serial['seconds']:.2f} s, {serial['nsteps']} steps) | "
                      + " | ".join(cells) + " |")
+    for r in results:
+        if "vs_paired" in r:
+            runs = ", ".join(f"{v:.2f}" for v in r["vs_paired_runs"])
+            lines.append(f"\n{r['peer']}: the {r['workload']} run takes {r['vs_paired']:.2f}x "
+                         f"the {r['paired_with']} run just before it (rounds: {runs})")
     return "\n".join(lines)
 
 

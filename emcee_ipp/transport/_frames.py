@@ -29,24 +29,37 @@ import numpy as np
 SIG_BYTES = 32
 _LENGTH = struct.Struct("<Q")
 # A message's length is not signed (nothing is verified before the whole
-# message is in): messages up to this size are read into one buffer, larger
-# ones piece by piece as they arrive, so a forged length costs only the bytes
-# really sent.
-_READ_AT_ONCE = 1 << 16
-_PIECE = 1 << 20
+# message is in), so the buffer a message is read into grows with the bytes
+# that really arrive, from _FIRST_READ up, doubling: a forged length costs
+# a few times what was sent (tests/test_frames.py), never what it claims. One buffer, so a large message (a 50 MB
+# function) is not copied again to join pieces.
+_FIRST_READ = 1 << 16
+_JOIN_BELOW = 1 << 16  # bytes of parts up to which pack joins them
 
 
-def send(sock, message: bytes) -> None:
-    """Send one :func:`pack`-ed message on a stream socket, length first."""
-    head = _LENGTH.pack(len(message))
-    sent = sock.sendmsg([head, message])  # one system call for any message that fits
-    if sent < len(head):
-        sock.sendall(head[sent:])
-    if sent < len(head) + len(message):  # a large one: the rest, without copying it
-        sock.sendall(memoryview(message)[max(0, sent - len(head)):])
+def send(sock, message: list) -> None:
+    """Send one :func:`pack`-ed message on a stream socket, length first.
+
+    The message's buffers go out as they are, in one system call when the
+    socket takes them all (scatter-gather): a large part is never copied
+    into a joined message.
+    """
+    size = sum(map(len, message))  # bytes: pack casts every buffer to bytes
+    head = _LENGTH.pack(size)
+    sent = sock.sendmsg([head, *message])
+    if sent == len(head) + size:
+        return
+    views = [memoryview(b).cast("B") for b in (head, *message)]  # the rest, as it fits
+    while views:
+        while views and sent >= len(views[0]):
+            sent -= len(views.pop(0))
+        if sent:
+            views[0] = views[0][sent:]
+        if views:
+            sent = sock.sendmsg(views)
 
 
-def recv(sock) -> bytearray | bytes | None:
+def recv(sock) -> bytearray | None:
     """The next message from a stream socket, or None if it was closed."""
     head = _recv_exactly(sock, _LENGTH.size)
     if head is None:
@@ -54,32 +67,39 @@ def recv(sock) -> bytearray | bytes | None:
     return _recv_exactly(sock, _LENGTH.unpack(head)[0])
 
 
-def _recv_exactly(sock, n: int):
-    if n <= _READ_AT_ONCE:
-        buffer = bytearray(n)
-        view, got = memoryview(buffer), 0
-        while got < n:
-            k = sock.recv_into(view[got:])
-            if not k:
-                return None
-            got += k
-        return buffer
-    pieces, got = [], 0
+def _recv_exactly(sock, n: int) -> bytearray | None:
+    buffer = bytearray(min(n, _FIRST_READ))
+    view, got = memoryview(buffer), 0
     while got < n:
-        piece = sock.recv(min(n - got, _PIECE))
-        if not piece:
+        if got == len(buffer):  # full, and more is coming: grow it (no copy of what is in)
+            view.release()
+            buffer.extend(bytes(min(n, 2 * len(buffer)) - len(buffer)))
+            view = memoryview(buffer)
+        k = sock.recv_into(view[got:])
+        if not k:
             return None
-        pieces.append(piece)
-        got += len(piece)
-    return b"".join(pieces)
+        got += k
+    return buffer
 
 
-def pack(key: bytes, header: dict, *parts: bytes) -> bytes:
-    """One signed message: ``header`` (a small dict) plus raw ``parts``."""
-    header = dict(header, sizes=[len(p) for p in parts])
+def pack(key: bytes, header: dict, *parts) -> list:
+    """One signed message: ``header`` (a small dict) plus raw ``parts``.
+
+    Returned as a list of buffers for :func:`send`. A small message is
+    joined (one buffer is quicker to sign and send); a large one's parts are
+    signed and sent where they lie, never copied.
+    """
+    header = dict(header, sizes=[memoryview(p).nbytes for p in parts])
     head = pickle.dumps(header, protocol=4)
-    body = b"".join([len(head).to_bytes(4, "little"), head, *parts])
-    return hmac.digest(key, body, "sha256") + body
+    prefix = len(head).to_bytes(4, "little") + head
+    if sum(header["sizes"]) <= _JOIN_BELOW:
+        body = b"".join([prefix, *parts])
+        return [hmac.digest(key, body, "sha256"), body]
+    parts = [memoryview(p).cast("B") for p in parts]
+    mac = hmac.new(key, prefix, "sha256")
+    for part in parts:
+        mac.update(part)
+    return [mac.digest(), prefix, *parts]
 
 
 def unpack(key: bytes, message) -> tuple[dict, list] | None:
