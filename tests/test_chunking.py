@@ -1,15 +1,20 @@
 """The chunk-count policy, on its own (pure client-side arithmetic)."""
-from emcee_ipp._chunking import EXPLORE_EVERY, MAX_EXPLORE_EVERY, PROBE_MAPS, ChunkPolicy
+from emcee_ipp._chunking import (
+    EXPLORE_EVERY, MAX_EXPLORE_EVERY, MAX_PROBE_PAIRS, PROBE_MAPS, ChunkPolicy,
+)
 
 
-def _drive(policy, cost, n_items=50, n_engines=2, calls=200, compute=lambda k: 0.0):
+def _drive(policy, cost, n_items=50, n_engines=2, calls=200, compute=lambda k: 0.0, trail=None):
     """Feed the policy a model of wall time ``cost(k)`` and of the longest
-    chunk's compute time ``compute(k)``; return its choices."""
+    chunk's compute time ``compute(k)``; return its choices (and append its
+    current count after each map to ``trail``)."""
     chosen = []
     for _ in range(calls):
         k = policy.n_chunks(n_items, n_engines)
         policy.record(n_items, k, cost(k), compute(k))
         chosen.append(k)
+        if trail is not None:
+            trail.append(policy.current)
     return chosen
 
 
@@ -19,9 +24,11 @@ def test_first_calls_use_every_engine():
 
 
 def test_cheap_work_moves_to_one_chunk():
-    chosen = _drive(ChunkPolicy(), lambda k: 0.6e-3 + 0.3e-3 * k)
+    p = ChunkPolicy()
+    chosen = _drive(p, lambda k: 0.6e-3 + 0.3e-3 * k, calls=1000)
     assert chosen[:3] == [2, 2, 2]
-    assert chosen[20:].count(1) > 0.9 * len(chosen[20:])
+    assert p.current == 1
+    assert chosen[100:].count(1) > 0.9 * len(chosen[100:])
 
 
 def test_costly_work_stays_spread_and_probes_rarely():
@@ -36,8 +43,8 @@ def test_costly_work_stays_spread_and_probes_rarely():
 def test_cheap_maps_probe_fewer_chunks():
     # Messages dominate (a chunk computes 0.1 ms of a 0.9 ms map): halving pays.
     compute = lambda k: 0.2e-3 / k  # noqa: E731
-    chosen = _drive(ChunkPolicy(), lambda k: compute(k) + 0.8e-3 * k, compute=compute)
-    assert chosen[20:].count(1) > 0.9 * len(chosen[20:])
+    chosen = _drive(ChunkPolicy(), lambda k: compute(k) + 0.8e-3 * k, calls=1000, compute=compute)
+    assert chosen[100:].count(1) > 0.9 * len(chosen[100:])
 
 
 def test_follows_a_changing_cost():
@@ -58,27 +65,58 @@ def test_steady_cost_probes_ever_more_rarely():
     cheap = lambda k: 0.6e-3 + 0.3e-3 * k  # noqa: E731  (one chunk is best)
     chosen = _drive(ChunkPolicy(), cheap, calls=2 * MAX_EXPLORE_EVERY + 200)
     late = chosen[-MAX_EXPLORE_EVERY:]
-    # Every EXPLORE_EVERY maps would be 16 rounds here; doubling leaves one or two.
-    assert 0 < sum(k != 1 for k in late) <= 2 * PROBE_MAPS
+    # Every EXPLORE_EVERY maps would be 16 rounds here; doubling leaves one
+    # or two, each of at most MAX_PROBE_PAIRS probe maps.
+    assert 0 < sum(k != 1 for k in late) <= 2 * MAX_PROBE_PAIRS
 
 
-def _round_starts(chosen, current=1):
-    return [i for i, k in enumerate(chosen) if k != current and (i == 0 or chosen[i - 1] == current)]
+def _rounds(chosen, current):
+    """[first, last] index of each probe round: maps off ``current``, which a
+    probe interleaves with maps at ``current``."""
+    rounds: list = []
+    for i, k in enumerate(chosen):
+        if k == current:
+            continue
+        if rounds and i - rounds[-1][1] <= 2:
+            rounds[-1][1] = i
+        else:
+            rounds.append([i, i])
+    return rounds
+
+
+def test_a_probe_alternates_with_the_current_count_and_decides_pair_by_pair():
+    # The machine slows down 3x while the first probe runs. Compared with the
+    # maps before it, the probe would look slower; pair by pair, it wins.
+    p = ChunkPolicy()
+    calls = []
+
+    def drifting(k):
+        slow = 3.0 if len(calls) > 3 else 1.0
+        calls.append(k)
+        return slow * (0.6e-3 + 0.3e-3 * k)
+
+    chosen = _drive(p, drifting, calls=60)
+    probe = chosen[3 : 3 + 2 * PROBE_MAPS]
+    assert probe[:4] == [1, 2, 1, 2]  # probe first, then the current count, alternating
+    assert p.current == 1
 
 
 def test_probe_rounds_double_their_gap_and_restart_after_a_move():
     cheap = lambda k: 0.6e-3 + 0.3e-3 * k  # noqa: E731  (one chunk is best)
     p = ChunkPolicy()
     chosen = _drive(p, cheap, calls=1700)
-    starts = _round_starts(chosen[10:])
-    # A round's last probe map is the one it is counted from.
-    gaps = [b - a - (PROBE_MAPS - 1) for a, b in zip(starts, starts[1:])]
+    rounds = _rounds(chosen[70:], current=1)  # from the second round: the first moved
+    # A round is counted from its last map (one at the current count, after its last probe).
+    gaps = [b[0] - a[1] - 1 for a, b in zip(rounds, rounds[1:])]
     assert gaps[:3] == [EXPLORE_EVERY, 2 * EXPLORE_EVERY, 4 * EXPLORE_EVERY]
     # The cost changes: two chunks now pay. The next round moves, and the one
     # after it comes EXPLORE_EVERY maps later, not after the long gap.
     costly = lambda k: 60e-3 / min(k, 2) + 0.3e-3 * k  # noqa: E731
-    chosen = _drive(p, costly, calls=MAX_EXPLORE_EVERY + 3 * EXPLORE_EVERY)
-    moved_at = chosen.index(2)
+    trail: list = []
+    chosen = _drive(p, costly, calls=MAX_EXPLORE_EVERY + 3 * EXPLORE_EVERY, trail=trail)
     assert p.current == 2
-    later = _round_starts(chosen[moved_at + 2 * PROBE_MAPS:], current=2)
-    assert later and later[0] <= EXPLORE_EVERY + 2 * PROBE_MAPS
+    moved_at = trail.index(2)
+    rounds = _rounds(chosen[moved_at + 1 :], current=2)
+    # Right after the move it probes the new count's neighbours; then it waits.
+    assert rounds[0][0] == 0
+    assert rounds[1][0] - rounds[0][1] - 1 == EXPLORE_EVERY
