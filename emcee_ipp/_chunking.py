@@ -13,12 +13,13 @@ chunks than engines, or messages taking much of the cycle), and moves where
 the probe was clearly faster. More chunks than engines let the engines that
 finish first take more work (load balancing; see ``Transport.run_map``).
 
-A probe alternates the two chunk counts, map by map (probe, current,
-probe, ...), and compares them pair by pair: on a shared machine whose
-speed drifts over seconds, maps a few milliseconds apart see the same
-machine, where a probe compared with the maps before it saw another one.
-Cheap maps get more pairs (PROBE_S of maps, up to MAX_PROBE_PAIRS), so a
-decision rests on more than one noisy map.
+A probe alternates blocks of maps at the two chunk counts (probe, current,
+probe, ...) and compares them block pair by block pair: on a shared machine
+whose speed drifts over seconds, blocks a few milliseconds apart see the
+same machine, where a probe compared with the maps before it saw another
+one. A block lasts at least BLOCK_S, and its first SETTLE_S of maps are not
+counted: engines poll for 2 ms after replying (``direct.ENGINE_SPIN_S``), so
+a map right after a switch still pays for the other count's engines.
 
 Probe rounds come EXPLORE_EVERY maps apart at first, then twice as far
 apart after each round that changed nothing (up to MAX_EXPLORE_EVERY), so a
@@ -37,13 +38,15 @@ from collections import deque
 # Tuned with benchmarks/bench_pools.py (quickstart, 1 ms and 10 ms log-probs
 # on 2 engines) and benchmarks/bench_overhead.py (2 to 32 engines):
 MIN_SAMPLES = 3  # maps at the current chunk count before probing its neighbours
-PROBE_MAPS = 3  # fewest pairs of maps a probe runs, so one noisy map cannot decide
-PROBE_S = 0.02  # ... and enough pairs to last about this long, for cheap maps
-MAX_PROBE_PAIRS = 16
+PROBE_MAPS = 3  # fewest maps a probe block counts, so one noisy map cannot decide
+PROBE_BLOCKS = 3  # block pairs a probe runs
+BLOCK_S = 0.005  # a block lasts about this long at least (cheap maps: more maps) ...
+MAX_BLOCK = 64  # ... within this many maps
+SETTLE_S = 0.0025  # maps this soon after a switch are not counted (> ENGINE_SPIN_S)
 EXPLORE_EVERY = 100  # after the first probes, probe again after this many maps,
 MAX_EXPLORE_EVERY = 1600  # doubling up to this while probes change nothing
 WINDOW = 5  # recent maps kept per chunk count
-# A probe must be this much faster (median of its pairs' ratios) to be
+# A probe must be this much faster (median of its block pairs' ratios) to be
 # adopted. The quickstart on 2 engines measured 1.22x serial at 2 chunks
 # against 1.27x at 1 (interleaved runs, 2026-11-28): near-equal choices
 # flip either way without harm; a 5% margin keeps them from flapping.
@@ -52,26 +55,49 @@ MAX_CHUNKS_PER_ENGINE = 4  # most chunks per engine, for balancing
 
 
 class _Probe:
-    """Maps alternating between ``k`` (the probe) and ``base`` (the current count)."""
+    """Blocks of maps alternating between ``k`` (the probe) and ``base`` (the current count).
 
-    def __init__(self, k: int, base: int, pairs: int) -> None:
-        self.k, self.base, self.pairs = k, base, pairs
-        self.cycles: dict[int, list] = {k: [], base: []}
+    ``cycle_s`` (the current count's recent cycle time) sizes the blocks.
+    """
+
+    def __init__(self, k: int, base: int, cycle_s: float) -> None:
+        cycle_s = max(cycle_s, 1e-6)
+        self.k, self.base = k, base
+        self.skip = math.ceil(SETTLE_S / cycle_s) if cycle_s < SETTLE_S else 0
+        self.block = min(MAX_BLOCK, max(PROBE_MAPS + self.skip, math.ceil(BLOCK_S / cycle_s)))
+        self.skip = min(self.skip, self.block - PROBE_MAPS)
+        self.samples: list[list] = [[] for _ in range(2 * PROBE_BLOCKS)]  # per block
+        self._handed = 0  # maps handed out
+        self._last = None  # (block, position) of the map handed out last
 
     def next_k(self) -> int:
-        """The probe first, then whichever of the two has fewer maps recorded."""
-        return self.k if len(self.cycles[self.k]) <= len(self.cycles[self.base]) else self.base
+        block, position = divmod(self._handed, self.block)
+        self._handed += 1
+        self._last = (block, position)
+        return self.k if block % 2 == 0 else self.base
 
-    def record(self, k: int, cycle_s: float) -> bool:
-        """Add one map's cycle time; True once every pair is complete."""
-        if k in self.cycles:
-            self.cycles[k].append(cycle_s)
-        return min(map(len, self.cycles.values())) >= self.pairs
+    def record(self, cycle_s: float) -> bool:
+        """Add the cycle time of the map handed out last; True once the probe is over."""
+        if self._last is None:
+            return False
+        block, position = self._last
+        self._last = None
+        if block < len(self.samples) and position >= self.skip:
+            self.samples[block].append(cycle_s)
+        return self._handed >= len(self.samples) * self.block
 
     def won(self) -> bool:
-        """Was the probe clearly faster, pair by pair?"""
-        ratios = [a / b for a, b in zip(self.cycles[self.k], self.cycles[self.base])]
-        return statistics.median(ratios) < MARGIN
+        """Was the probe clearly faster, block pair by block pair?"""
+        ratios = [
+            statistics.median(a) / statistics.median(b)
+            for a, b in zip(self.samples[0::2], self.samples[1::2])
+            if a and b
+        ]
+        return bool(ratios) and statistics.median(ratios) < MARGIN
+
+    def cycles(self) -> list:
+        """The probe's counted cycle times (for the policy's window if it wins)."""
+        return [c for block in self.samples[0::2] for c in block]
 
 
 class ChunkPolicy:
@@ -125,12 +151,12 @@ class ChunkPolicy:
             if n_chunks == self.current:
                 self._cycles.append(wall_s)
             return
-        if not probe.record(n_chunks, wall_s):
+        if not probe.record(wall_s):
             return
         self._probe = None
         if probe.won():
             self.current, self._moved = probe.k, True  # and climb on from there
-            self._cycles = deque(probe.cycles[probe.k], maxlen=WINDOW)
+            self._cycles = deque(probe.cycles(), maxlen=WINDOW)
             self._queue = deque(self._neighbours(probe.k))
         if not self._start_probe():
             self._end_round()
@@ -148,9 +174,8 @@ class ChunkPolicy:
         """Probe the next queued neighbour against the current count."""
         if not self._queue:
             return False
-        cycle = statistics.median(self._cycles) if self._cycles else PROBE_S
-        pairs = min(MAX_PROBE_PAIRS, max(PROBE_MAPS, math.ceil(PROBE_S / max(cycle, 1e-9))))
-        self._probe = _Probe(self._queue.popleft(), self.current, pairs)
+        cycle = statistics.median(self._cycles) if self._cycles else BLOCK_S
+        self._probe = _Probe(self._queue.popleft(), self.current, cycle)
         return True
 
     def _neighbours(self, k: int) -> list[int]:

@@ -1,6 +1,6 @@
 """The chunk-count policy, on its own (pure client-side arithmetic)."""
 from emcee_ipp._chunking import (
-    EXPLORE_EVERY, MAX_EXPLORE_EVERY, MAX_PROBE_PAIRS, PROBE_MAPS, ChunkPolicy,
+    EXPLORE_EVERY, MAX_BLOCK, MAX_EXPLORE_EVERY, PROBE_BLOCKS, ChunkPolicy, _Probe,
 )
 
 
@@ -66,27 +66,29 @@ def test_steady_cost_probes_ever_more_rarely():
     chosen = _drive(ChunkPolicy(), cheap, calls=2 * MAX_EXPLORE_EVERY + 200)
     late = chosen[-MAX_EXPLORE_EVERY:]
     # Every EXPLORE_EVERY maps would be 16 rounds here; doubling leaves one
-    # or two, each of at most MAX_PROBE_PAIRS probe maps.
-    assert 0 < sum(k != 1 for k in late) <= 2 * MAX_PROBE_PAIRS
+    # or two, each of PROBE_BLOCKS blocks of probe maps.
+    block = _Probe(2, 1, cheap(1)).block
+    assert 0 < sum(k != 1 for k in late) <= 2 * PROBE_BLOCKS * block
 
 
 def _rounds(chosen, current):
-    """[first, last] index of each probe round: maps off ``current``, which a
-    probe interleaves with maps at ``current``."""
+    """[first, last] index of each probe round: maps off ``current``, in
+    blocks that a probe interleaves with blocks at ``current``."""
     rounds: list = []
     for i, k in enumerate(chosen):
         if k == current:
             continue
-        if rounds and i - rounds[-1][1] <= 2:
+        if rounds and i - rounds[-1][1] <= MAX_BLOCK + 1:
             rounds[-1][1] = i
         else:
             rounds.append([i, i])
     return rounds
 
 
-def test_a_probe_alternates_with_the_current_count_and_decides_pair_by_pair():
+def test_a_probe_alternates_blocks_with_the_current_count_and_decides_pair_by_pair():
     # The machine slows down 3x while the first probe runs. Compared with the
-    # maps before it, the probe would look slower; pair by pair, it wins.
+    # maps before it, the probe would look slower; block pair by block pair,
+    # it wins.
     p = ChunkPolicy()
     calls = []
 
@@ -95,19 +97,38 @@ def test_a_probe_alternates_with_the_current_count_and_decides_pair_by_pair():
         calls.append(k)
         return slow * (0.6e-3 + 0.3e-3 * k)
 
-    chosen = _drive(p, drifting, calls=60)
-    probe = chosen[3 : 3 + 2 * PROBE_MAPS]
-    assert probe[:4] == [1, 2, 1, 2]  # probe first, then the current count, alternating
+    block = _Probe(1, 2, drifting(2)).block
+    calls.clear()
+    chosen = _drive(p, drifting, calls=3 + 2 * PROBE_BLOCKS * block + 1)
+    probe = chosen[3 : 3 + 2 * PROBE_BLOCKS * block]
+    assert probe == ([1] * block + [2] * block) * PROBE_BLOCKS  # probe first, then the current
     assert p.current == 1
+
+
+def test_maps_just_after_a_switch_are_not_counted():
+    # Cheap maps: a block is at least BLOCK_S long and skips its first SETTLE_S.
+    probe = _Probe(2, 1, 0.5e-3)
+    assert probe.block >= 10 and probe.skip >= 5
+    costs = []
+    for _ in range(2 * PROBE_BLOCKS * probe.block):
+        k = probe.next_k()
+        # The first maps after each switch are slow (the other count's
+        # aftermath); the rest show the probe 30% slower.
+        block, position = probe._last  # noqa: SLF001
+        costs.append(5.0 if position < probe.skip else (1.3 if k == 2 else 1.0))
+        done = probe.record(costs[-1])
+    assert done and not probe.won()
+    assert all(c != 5.0 for c in probe.cycles())
 
 
 def test_probe_rounds_double_their_gap_and_restart_after_a_move():
     cheap = lambda k: 0.6e-3 + 0.3e-3 * k  # noqa: E731  (one chunk is best)
     p = ChunkPolicy()
     chosen = _drive(p, cheap, calls=1700)
-    rounds = _rounds(chosen[70:], current=1)  # from the second round: the first moved
-    # A round is counted from its last map (one at the current count, after its last probe).
-    gaps = [b[0] - a[1] - 1 for a, b in zip(rounds, rounds[1:])]
+    rounds = _rounds(chosen, current=1)[1:]  # from the second round: the first moved
+    # A round is counted from its last map, which ends a block at the current count.
+    block = _Probe(2, 1, cheap(1)).block
+    gaps = [b[0] - (a[1] + block) for a, b in zip(rounds, rounds[1:])]
     assert gaps[:3] == [EXPLORE_EVERY, 2 * EXPLORE_EVERY, 4 * EXPLORE_EVERY]
     # The cost changes: two chunks now pay. The next round moves, and the one
     # after it comes EXPLORE_EVERY maps later, not after the long gap.
@@ -119,4 +140,5 @@ def test_probe_rounds_double_their_gap_and_restart_after_a_move():
     rounds = _rounds(chosen[moved_at + 1 :], current=2)
     # Right after the move it probes the new count's neighbours; then it waits.
     assert rounds[0][0] == 0
-    assert rounds[1][0] - rounds[0][1] - 1 == EXPLORE_EVERY
+    block = _Probe(4, 2, costly(2)).block
+    assert rounds[1][0] - (rounds[0][1] + block) == EXPLORE_EVERY
