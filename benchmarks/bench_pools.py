@@ -93,7 +93,8 @@ def run_workload(w, args, ipp_pool, paired=None) -> list[dict]:
             with peer(name, args.engines, ipp_pool) as pool:
                 seconds, chain = run_once(w, pool, w.nsteps)
             if paired is not None:
-                vs_paired.setdefault(name, []).append(seconds / before)
+                vs_paired.setdefault(name, []).append(  # per step
+                    (seconds / w.nsteps) / (before / paired.nsteps))
             if name == "serial":
                 reference = chain if reference is None else reference
                 serial_per_step.append(seconds / w.nsteps)

@@ -17,15 +17,19 @@ A probe alternates blocks of maps at the two chunk counts (probe, current,
 probe, ...) and compares them block pair by block pair: on a shared machine
 whose speed drifts over seconds, blocks a few milliseconds apart see the
 same machine, where a probe compared with the maps before it saw another
-one. A block lasts at least BLOCK_S, and its first SETTLE_S of maps are not
-counted: engines poll for 2 ms after replying (``direct.ENGINE_SPIN_S``), so
-a map right after a switch still pays for the other count's engines.
+one. A block lasts at least BLOCK_S, and where maps are shorter than
+SETTLE_S, those in its first SETTLE_S are not counted: engines poll for 2 ms
+after replying (``direct.ENGINE_SPIN_S``), so a map right after a switch
+still pays for the other count's engines. A longer map counts from the
+first: it pays a smaller share, which a block's median absorbs.
 
 Probe rounds come EXPLORE_EVERY maps apart at first, then twice as far
-apart after each round that changed nothing (up to MAX_EXPLORE_EVERY), so a
+apart after each round that changed nothing (up to MAX_EXPLORE_EVERY), and
+never closer than EXPLORE_RATIO times the last round's length, so a
 log-prob whose best split is the first one loses a few percent at first and
 almost nothing later; a cheap one finds its best within a few maps, and a
-cost that changes is noticed within MAX_EXPLORE_EVERY maps. Any split gives
+cost that changes is noticed within MAX_EXPLORE_EVERY maps (for the
+cheapest maps, whose blocks are longest, within a second or so). Any split gives
 the same results in the same order: the choice changes speed, never the
 chain.
 """
@@ -42,9 +46,13 @@ PROBE_MAPS = 3  # fewest maps a probe block counts, so one noisy map cannot deci
 PROBE_BLOCKS = 3  # block pairs a probe runs
 BLOCK_S = 0.005  # a block lasts about this long at least (cheap maps: more maps) ...
 MAX_BLOCK = 64  # ... within this many maps
-SETTLE_S = 0.0025  # maps this soon after a switch are not counted (> ENGINE_SPIN_S)
+SETTLE_S = 0.0025  # short maps this soon after a switch are not counted (> ENGINE_SPIN_S)
 EXPLORE_EVERY = 100  # after the first probes, probe again after this many maps,
 MAX_EXPLORE_EVERY = 1600  # doubling up to this while probes change nothing
+# ... and at least this many times as many maps as the round took: cheap
+# maps have long blocks (MAX_BLOCK), and a round of 384 maps every 100 put a
+# quarter of a trivial map's calls on the worse count.
+EXPLORE_RATIO = 10
 WINDOW = 5  # recent maps kept per chunk count
 # A probe must be this much faster (median of its block pairs' ratios) to be
 # adopted. The quickstart on 2 engines measured 1.22x serial at 2 chunks
@@ -88,16 +96,16 @@ class _Probe:
 
     def won(self) -> bool:
         """Was the probe clearly faster, block pair by block pair?"""
-        ratios = [
-            statistics.median(a) / statistics.median(b)
-            for a, b in zip(self.samples[0::2], self.samples[1::2])
-            if a and b
-        ]
+        ratios = []
+        for a, b in zip(self.samples[0::2], self.samples[1::2]):
+            if a and b and statistics.median(b) > 0:  # a coarse clock may give 0
+                ratios.append(statistics.median(a) / statistics.median(b))
         return bool(ratios) and statistics.median(ratios) < MARGIN
 
-    def cycles(self) -> list:
-        """The probe's counted cycle times (for the policy's window if it wins)."""
-        return [c for block in self.samples[0::2] for c in block]
+    def cycles(self, of: int) -> list:
+        """The counted cycle times of chunk count ``of`` (``k`` or ``base``)."""
+        blocks = self.samples[0::2] if of == self.k else self.samples[1::2]
+        return [c for block in blocks for c in block]
 
 
 class ChunkPolicy:
@@ -114,6 +122,7 @@ class ChunkPolicy:
         self._probe: _Probe | None = None
         self._every = EXPLORE_EVERY  # maps between probe rounds
         self._next_round = 0  # the map that starts the next round
+        self._round_start = 0  # the map that started the current round
         self._moved = False  # whether this round changed the choice
 
     def n_chunks(self, n_items: int, n_engines: int) -> int:
@@ -130,6 +139,7 @@ class ChunkPolicy:
         if len(self._cycles) < MIN_SAMPLES:
             return self.current
         if self._calls >= self._next_round:
+            self._round_start = self._calls
             self._queue, self._moved = deque(self._neighbours(self.current)), False
             if self._start_probe():
                 return self._probe.next_k()
@@ -156,8 +166,12 @@ class ChunkPolicy:
         self._probe = None
         if probe.won():
             self.current, self._moved = probe.k, True  # and climb on from there
-            self._cycles = deque(probe.cycles(), maxlen=WINDOW)
             self._queue = deque(self._neighbours(probe.k))
+        # The freshest times of the count now current, for the next probe's
+        # block size and for _messages_dominate.
+        fresh = probe.cycles(self.current)
+        if fresh:
+            self._cycles = deque(fresh, maxlen=WINDOW)
         if not self._start_probe():
             self._end_round()
 
@@ -166,7 +180,8 @@ class ChunkPolicy:
         a few slower maps); a round that moved starts the count again."""
         if self._moved:
             self._every = EXPLORE_EVERY
-        self._next_round = self._calls + self._every
+        took = self._calls - self._round_start + 1  # maps in the round
+        self._next_round = self._calls + max(self._every, EXPLORE_RATIO * took)
         if not self._moved:
             self._every = min(2 * self._every, MAX_EXPLORE_EVERY)
 

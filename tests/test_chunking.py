@@ -1,7 +1,9 @@
 """The chunk-count policy, on its own (pure client-side arithmetic)."""
 from emcee_ipp._chunking import (
-    EXPLORE_EVERY, MAX_BLOCK, MAX_EXPLORE_EVERY, PROBE_BLOCKS, ChunkPolicy, _Probe,
+    EXPLORE_EVERY, EXPLORE_RATIO, MAX_BLOCK, MAX_EXPLORE_EVERY, PROBE_BLOCKS, SETTLE_S,
+    ChunkPolicy, _Probe,
 )
+from emcee_ipp.transport.direct import ENGINE_SPIN_S
 
 
 def _drive(policy, cost, n_items=50, n_engines=2, calls=200, compute=lambda k: 0.0, trail=None):
@@ -51,7 +53,7 @@ def test_follows_a_changing_cost():
     p = ChunkPolicy()
     _drive(p, lambda k: 0.6e-3 + 0.3e-3 * k)
     assert p.current == 1
-    _drive(p, lambda k: 60e-3 / min(k, 2) + 0.3e-3 * k, calls=5 * EXPLORE_EVERY)
+    _drive(p, lambda k: 60e-3 / min(k, 2) + 0.3e-3 * k, calls=2 * MAX_EXPLORE_EVERY)
     assert p.current == 2
 
 
@@ -109,29 +111,36 @@ def test_maps_just_after_a_switch_are_not_counted():
     # Cheap maps: a block is at least BLOCK_S long and skips its first SETTLE_S.
     probe = _Probe(2, 1, 0.5e-3)
     assert probe.block >= 10 and probe.skip >= 5
-    costs = []
+    done = False
     for _ in range(2 * PROBE_BLOCKS * probe.block):
         k = probe.next_k()
-        # The first maps after each switch are slow (the other count's
-        # aftermath); the rest show the probe 30% slower.
-        block, position = probe._last  # noqa: SLF001
-        costs.append(5.0 if position < probe.skip else (1.3 if k == 2 else 1.0))
-        done = probe.record(costs[-1])
+        position = probe._last[1]  # noqa: SLF001
+        # The probe costs 30% more. The current count's first maps after each
+        # switch are slow (the probe's polling engines): counted, they would
+        # make the probe look faster and win.
+        done = probe.record(5.0 if k == 1 and position < probe.skip else (1.3 if k == 2 else 1.0))
     assert done and not probe.won()
-    assert all(c != 5.0 for c in probe.cycles())
+    assert [len(b) for b in probe.samples] == [probe.block - probe.skip] * (2 * PROBE_BLOCKS)
+
+
+def test_settling_outlasts_the_engines_polling():
+    assert SETTLE_S > ENGINE_SPIN_S
 
 
 def test_probe_rounds_double_their_gap_and_restart_after_a_move():
     cheap = lambda k: 0.6e-3 + 0.3e-3 * k  # noqa: E731  (one chunk is best)
     p = ChunkPolicy()
-    chosen = _drive(p, cheap, calls=1700)
+    chosen = _drive(p, cheap, calls=2500)
     rounds = _rounds(chosen, current=1)[1:]  # from the second round: the first moved
     # A round is counted from its last map, which ends a block at the current count.
     block = _Probe(2, 1, cheap(1)).block
     gaps = [b[0] - (a[1] + block) for a, b in zip(rounds, rounds[1:])]
-    assert gaps[:3] == [EXPLORE_EVERY, 2 * EXPLORE_EVERY, 4 * EXPLORE_EVERY]
+    # ... and at least EXPLORE_RATIO times the round's own length.
+    took = 2 * PROBE_BLOCKS * block
+    assert gaps[:3] == [max(EXPLORE_EVERY * 2**i, EXPLORE_RATIO * took) for i in range(3)]
+    assert gaps[2] > gaps[1]
     # The cost changes: two chunks now pay. The next round moves, and the one
-    # after it comes EXPLORE_EVERY maps later, not after the long gap.
+    # after it comes sooner, not after the long gap.
     costly = lambda k: 60e-3 / min(k, 2) + 0.3e-3 * k  # noqa: E731
     trail: list = []
     chosen = _drive(p, costly, calls=MAX_EXPLORE_EVERY + 3 * EXPLORE_EVERY, trail=trail)
@@ -141,4 +150,5 @@ def test_probe_rounds_double_their_gap_and_restart_after_a_move():
     # Right after the move it probes the new count's neighbours; then it waits.
     assert rounds[0][0] == 0
     block = _Probe(4, 2, costly(2)).block
-    assert rounds[1][0] - (rounds[0][1] + block) == EXPLORE_EVERY
+    gap = rounds[1][0] - (rounds[0][1] + block)
+    assert EXPLORE_EVERY <= gap < MAX_EXPLORE_EVERY  # without the restart: MAX_EXPLORE_EVERY

@@ -45,8 +45,52 @@ def test_parts_arrive_whole_signed_and_in_order(pair, nbytes):
     thread = _send_in_thread(pair[0], _frames.pack(KEY, {"id": "r-1"}, *parts))
     header, got = _frames.unpack(KEY, _frames.recv(pair[1]))
     thread.join(30)
+    assert not thread.is_alive()
     assert header["id"] == "r-1"
     assert [bytes(p) for p in got] == [b"first", big.tobytes(), b""]
+
+
+class _Trickle:
+    """A stream socket that takes at most ``takes[i]`` bytes on its i-th
+    sendmsg call (then everything), and reads back what it took."""
+
+    def __init__(self, takes):
+        self.takes, self.calls, self.data = list(takes), 0, bytearray()
+
+    def sendmsg(self, buffers):
+        self.calls += 1
+        room = self.takes.pop(0) if self.takes else float("inf")
+        taken = 0
+        for b in buffers:
+            view = memoryview(b).cast("B")
+            piece = view[: int(min(room - taken, len(view)))]
+            self.data += piece
+            taken += len(piece)
+            if taken >= room:
+                break
+        return taken
+
+    def recv_into(self, view):
+        n = min(len(view), len(self.data))
+        view[:n] = self.data[:n]
+        del self.data[:n]
+        return n
+
+
+def test_partial_sends_resume_at_the_right_byte():
+    floats = np.arange(100, dtype=np.float64)
+    tail = b"tail" * 20000  # over the join threshold: the parts go out unjoined
+    message = _frames.pack(KEY, {"id": "r-3"}, memoryview(floats), tail)
+    prefix = len(message[1])
+    # Cut inside the length prefix, on its edge, on the signature's edge,
+    # 3 bytes into the first float64, and once more.
+    takes = [1, 7, _frames.SIG_BYTES, prefix + 3, 100]
+    sock = _Trickle(takes)
+    _frames.send(sock, message)
+    assert sock.calls == len(takes) + 1
+    header, parts = _frames.unpack(KEY, _frames.recv(sock))
+    assert header["id"] == "r-3"
+    assert bytes(parts[0]) == floats.tobytes() and bytes(parts[1]) == tail
 
 
 def test_a_message_signed_with_another_key_is_refused(pair):

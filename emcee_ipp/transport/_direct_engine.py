@@ -194,7 +194,7 @@ def _spin_seconds(value) -> float:
     return min(seconds, MAX_SPIN_S) if seconds > 0.0 else 0.0  # NaN > 0 is False
 
 
-def _handle(key: bytes, header: dict, parts: list) -> bytes:
+def _handle(key: bytes, header: dict, parts: list) -> list:
     rid = header.get("id")
     if header.get("op") == "ping":
         # Where this engine runs, and on how many cores: the client decides

@@ -30,9 +30,10 @@ SIG_BYTES = 32
 _LENGTH = struct.Struct("<Q")
 # A message's length is not signed (nothing is verified before the whole
 # message is in), so the buffer a message is read into grows with the bytes
-# that really arrive, from _FIRST_READ up, doubling: a forged length costs
-# a few times what was sent (tests/test_frames.py), never what it claims. One buffer, so a large message (a 50 MB
-# function) is not copied again to join pieces.
+# that really arrive, from _FIRST_READ up, doubling: a forged length costs a
+# few times what was sent (tests/test_frames.py), never what it claims. One
+# buffer, so a large message (a 50 MB function) is not copied again to join
+# pieces.
 _FIRST_READ = 1 << 16
 _JOIN_BELOW = 1 << 16  # bytes of parts up to which pack joins them
 
@@ -44,13 +45,13 @@ def send(sock, message: list) -> None:
     socket takes them all (scatter-gather): a large part is never copied
     into a joined message.
     """
-    size = sum(map(len, message))  # bytes: pack casts every buffer to bytes
-    head = _LENGTH.pack(size)
-    sent = sock.sendmsg([head, *message])
-    if sent == len(head) + size:
+    views = [memoryview(b).cast("B") for b in message]  # lengths in bytes, whatever the format
+    views.insert(0, memoryview(_LENGTH.pack(sum(map(len, views)))))
+    total = sum(map(len, views))
+    sent = sock.sendmsg(views)
+    if sent == total:
         return
-    views = [memoryview(b).cast("B") for b in (head, *message)]  # the rest, as it fits
-    while views:
+    while views:  # the rest, as it fits
         while views and sent >= len(views[0]):
             sent -= len(views.pop(0))
         if sent:
@@ -71,7 +72,7 @@ def _recv_exactly(sock, n: int) -> bytearray | None:
     buffer = bytearray(min(n, _FIRST_READ))
     view, got = memoryview(buffer), 0
     while got < n:
-        if got == len(buffer):  # full, and more is coming: grow it (no copy of what is in)
+        if got == len(buffer):  # full, and more is coming: grow it
             view.release()
             buffer.extend(bytes(min(n, 2 * len(buffer)) - len(buffer)))
             view = memoryview(buffer)
@@ -95,7 +96,6 @@ def pack(key: bytes, header: dict, *parts) -> list:
     if sum(header["sizes"]) <= _JOIN_BELOW:
         body = b"".join([prefix, *parts])
         return [hmac.digest(key, body, "sha256"), body]
-    parts = [memoryview(p).cast("B") for p in parts]
     mac = hmac.new(key, prefix, "sha256")
     for part in parts:
         mac.update(part)
