@@ -97,6 +97,7 @@ def peer(name: str, n: int, ipp_pool=None):
         import ipyparallel as ipp
 
         cluster = ipp.Cluster(n=n, log_level=40)
+        client = None
         try:
             client = cluster.start_and_connect_sync()
             client.wait_for_engines(n, timeout=120)
@@ -105,6 +106,11 @@ def peer(name: str, n: int, ipp_pool=None):
             view.execute("import emcee, _workloads")  # as warm as the pool's engines
             yield view
         finally:
+            # Close the client first: left open, its sockets reconnect to the
+            # next stock cluster's controller if it reuses a port, and get
+            # messages signed with that cluster's key ("Invalid Signature").
+            if client is not None:
+                client.close()
             cluster.stop_cluster_sync()
     elif name == "DirectView, pool's engines":
         # The same, on the engines IPyParallelPool started and tuned.
