@@ -29,9 +29,9 @@ never closer than EXPLORE_RATIO times the last round's length, so a
 log-prob whose best split is the first one loses a few percent at first and
 almost nothing later; a cheap one finds its best within a few maps, and a
 cost that changes is noticed within MAX_EXPLORE_EVERY maps (for the
-cheapest maps, whose blocks are longest, within a second or so). Any split gives
-the same results in the same order: the choice changes speed, never the
-chain.
+cheapest maps, whose blocks are longest, within a second or so). Any split
+gives the same results in the same order: the choice changes speed, never
+the chain.
 """
 from __future__ import annotations
 
@@ -164,14 +164,16 @@ class ChunkPolicy:
         if not probe.record(wall_s):
             return
         self._probe = None
-        if probe.won():
-            self.current, self._moved = probe.k, True  # and climb on from there
-            self._queue = deque(self._neighbours(probe.k))
+        won = probe.won()
+        if won:
+            self.current, self._moved = probe.k, True
         # The freshest times of the count now current, for the next probe's
-        # block size and for _messages_dominate.
+        # block size and for _messages_dominate (which _neighbours asks).
         fresh = probe.cycles(self.current)
         if fresh:
             self._cycles = deque(fresh, maxlen=WINDOW)
+        if won:
+            self._queue = deque(self._neighbours(probe.k))  # and climb on from there
         if not self._start_probe():
             self._end_round()
 
