@@ -77,9 +77,9 @@ def run_workload(w, args, ipp_pool, paired=None) -> list[dict]:
     against the median serial time. Rows report the median ratio and all of them.
 
     With a ``paired`` workload, each of those peers runs it right before
-    ``w`` in every round, and the row also reports ``w``'s wall time over
-    the paired run's (``vs_paired``): the 50 MB run against the small one,
-    a minute apart at most."""
+    ``w`` in every round, and the row also reports ``w``'s time per step
+    over the paired run's (``vs_paired``): the 50 MB run against the small
+    one, a minute apart at most."""
     in_rounds = [p for p in PEERS if w.peer_steps is None or p in FULL_LENGTH]
     runs: dict[str, list] = {}
     vs_paired: dict[str, list] = {}
