@@ -34,6 +34,14 @@ def sleepy(theta, seconds):
     return float(-0.5 * np.dot(theta, theta))
 
 
+def boxed(theta, seconds):
+    """A log-prob whose cost varies by walker: outside a prior box it returns
+    -inf at once, inside it spins for ``seconds`` (CPU-bound)."""
+    if np.any(np.abs(theta) > 1.0):
+        return -np.inf
+    return busy(theta, seconds)
+
+
 def lnprob_big(theta, x, y, yerr, big):
     """The quickstart log-prob with a large unused array in its args."""
     return qs.lnprob(theta, x, y, yerr)
@@ -56,6 +64,9 @@ class Workload:
     # runs the full step count, so that the two runs' wall times compare
     # the same minute of this shared VM (its speed drifts by 10-20%).
     paired_with: str | None = None
+    # Whether the plot of time against log-prob cost shows it (a cost that
+    # varies by walker, or large args, has no place on that axis).
+    on_plot: bool = True
 
     def start(self):
         if self.p0 is not None:
@@ -72,9 +83,15 @@ def workloads(scale: float = 1.0) -> dict[str, Workload]:
         for w in [
             Workload("quickstart", qs.lnprob, data, 100, steps(1000), 12e-6, qs.start_positions(100)),
             Workload("quickstart + 50 MB args", lnprob_big, data + (big,), 100, steps(1000), 12e-6,
-                     qs.start_positions(100), peer_steps=steps(10), paired_with="quickstart"),
+                     qs.start_positions(100), peer_steps=steps(10), paired_with="quickstart",
+                     on_plot=False),
             Workload("cpu 1 ms", busy, (1e-3,), 32, steps(60), 1e-3),
             Workload("cpu 10 ms", busy, (1e-2,), 32, steps(8), 1e-2),
+            # Walkers start inside the box; about a third of the stretch
+            # moves' proposals land outside it and cost nothing, unevenly
+            # spread over each map's walkers.
+            Workload("uneven: 2 ms or -inf", boxed, (2e-3,), 32, steps(60), 2e-3,
+                     np.random.RandomState(0).uniform(-1, 1, size=(32, 3)), on_plot=False),
         ]
     }
 

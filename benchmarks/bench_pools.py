@@ -115,7 +115,7 @@ def run_workload(w, args, ipp_pool, paired=None) -> list[dict]:
             seconds=statistics.median(r[0] for r in runs[name]),
             ratio=statistics.median(ratios), ratios=ratios,
             identical=all(np.array_equal(r[3], reference[:nsteps]) for r in runs[name]),
-            cost_s=w.cost_s, nwalkers=w.nwalkers,
+            cost_s=w.cost_s, nwalkers=w.nwalkers, on_plot=w.on_plot,
         )
         if name in vs_paired:
             row.update(paired_with=paired.name, vs_paired=statistics.median(vs_paired[name]),
@@ -157,7 +157,7 @@ def plot(results, path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    plain = [r for r in results if "50 MB" not in r["workload"]]
+    plain = [r for r in results if r.get("on_plot", True)]
     for name in PEERS[1:]:
         pts = sorted((r["cost_s"], r["ratio"]) for r in plain if r["peer"] == name)
         if pts:

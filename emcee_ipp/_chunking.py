@@ -11,7 +11,9 @@ too). Then it climbs: after the first maps, and now and then later, it
 probes twice as many chunks, and half as many where that could pay (more
 chunks than engines, or messages taking much of the cycle), and moves where
 the probe was clearly faster. More chunks than engines let the engines that
-finish first take more work (load balancing; see ``Transport.run_map``).
+finish first take more work (load balancing; see ``Transport.run_map``), so
+twice as many are probed only where the work was unevenly spread: where
+the busiest engine computed clearly longer than the engines' mean.
 
 A probe alternates blocks of maps at the two chunk counts (probe, current,
 probe, ...) and compares them block pair by block pair: on a shared machine
@@ -117,6 +119,7 @@ class ChunkPolicy:
         self.current = 1
         self._cycles: deque = deque(maxlen=WINDOW)  # recent cycle s at ``current``
         self._compute: dict[int, deque] = {}  # k -> recent longest-chunk compute s
+        self._slack: dict[int, deque] = {}  # k -> recent busiest engine's excess compute s
         self._calls = 0
         self._queue: deque = deque()  # neighbours still to probe
         self._probe: _Probe | None = None
@@ -130,7 +133,7 @@ class ChunkPolicy:
         if (n_engines, n_items) != (self._engines, self._items):  # start measuring again
             self._engines, self._items = n_engines, n_items
             self.current = min(n_engines, n_items)
-            self._cycles, self._compute = deque(maxlen=WINDOW), {}
+            self._cycles, self._compute, self._slack = deque(maxlen=WINDOW), {}, {}
             self._queue, self._probe, self._calls = deque(), None, 0
             self._every, self._next_round = EXPLORE_EVERY, MIN_SAMPLES + 1
         self._calls += 1
@@ -146,16 +149,20 @@ class ChunkPolicy:
             self._end_round()
         return self.current
 
-    def record(self, n_items: int, n_chunks: int, wall_s: float, compute_s: float) -> None:
+    def record(self, n_items: int, n_chunks: int, wall_s: float, compute_s: float,
+               slack_s: float) -> None:
         """Learn from one finished map of ``n_items`` split into ``n_chunks``.
 
         ``wall_s`` is its cycle time (the pool measures from its start to the
         next map's start); ``compute_s`` the longest time an engine spent
-        evaluating one chunk.
+        evaluating one chunk; ``slack_s`` how much longer the busiest engine
+        computed than the mean over all the pool's engines (idle ones count
+        as 0): what spreading the same work evenly could save at most.
         """
         if self._engines is None:  # no choice was made through n_chunks
             return
         self._compute.setdefault(n_chunks, deque(maxlen=WINDOW)).append(compute_s)
+        self._slack.setdefault(n_chunks, deque(maxlen=WINDOW)).append(slack_s)
         probe = self._probe
         if probe is None:
             if n_chunks == self.current:
@@ -200,7 +207,27 @@ class ChunkPolicy:
         down = k // 2
         if k <= self._engines and not self._messages_dominate(k):
             down = 0
-        return [c for c in (down, k * 2) if 1 <= c <= top and c != k]
+        up = k * 2 if self._uneven(k) else 0
+        return [c for c in (down, up) if 1 <= c <= top and c != k]
+
+    def _uneven(self, k: int) -> bool:
+        """Could twice as many chunks as ``k`` be faster?
+
+        More chunks only help by evening out the engines' work (each message
+        costs more, not less): a map can then end no sooner than the mean
+        engine's compute time, so it saves at most the busiest engine's
+        excess over that mean (``slack``, averaged over recent maps: a noisy
+        machine's uneven share counts too). Unless that is more than a probe
+        must win by (1 - MARGIN of the cycle), the probe is skipped: evenly
+        spread work, such as the benchmark's 10 ms log-prob on 2 engines,
+        paid for probing 4 chunks in every run (ipp transport, 8 steps,
+        medians of 5 interleaved rounds: 0.549 -> 0.538 of serial without
+        the probe; 1 ms, 60 steps, direct: 0.561 -> 0.553). Work that varies
+        by walker (benchmarks/bench_pools.py, "uneven 1 ms") still probes.
+        """
+        if not self._slack.get(k) or not self._cycles:
+            return True
+        return statistics.fmean(self._slack[k]) > (1 - MARGIN) * statistics.median(self._cycles)
 
     def _messages_dominate(self, k: int) -> bool:
         """Could half as many chunks be faster than ``k``?

@@ -113,7 +113,7 @@ class IPyParallelPool:
         self.timeout = timeout
         self._cache = FunctionCache()
         self._policy = ChunkPolicy()
-        self._unrecorded = None  # the last map's (items, chunks, start, compute s)
+        self._unrecorded = None  # the last map's (items, chunks, start, compute s, slack s)
         self._next_engine = 0  # round-robin start, for transports that rotate engines
         self._ready: set[int] = set()  # engines that passed _prepare
         self.engine_pids: dict[int, int] = {}
@@ -215,7 +215,11 @@ class IPyParallelPool:
         results: list = []
         for _, reply in replies:
             results.extend(unpack_results(reply[1], reply[2]))
-        self._unrecorded = (len(items), len(bounds), t0, max(r[3] for _, r in replies))
+        busy: dict = {}  # engine id -> seconds it computed this map
+        for eid, reply in replies:
+            busy[eid] = busy.get(eid, 0.0) + reply[3]
+        slack = max(busy.values()) - sum(busy.values()) / len(engines)
+        self._unrecorded = (len(items), len(bounds), t0, max(r[3] for _, r in replies), slack)
         return results
 
     def _record_last_map(self, now: float) -> None:
@@ -228,8 +232,8 @@ class IPyParallelPool:
         slows emcee; the run took 2.70 s against 2.25 s.
         """
         if self._unrecorded is not None:
-            n_items, n_chunks, start, compute = self._unrecorded
-            self._policy.record(n_items, n_chunks, now - start, compute)
+            n_items, n_chunks, start, compute, slack = self._unrecorded
+            self._policy.record(n_items, n_chunks, now - start, compute, slack)
             self._unrecorded = None
 
     def _live_engines(self) -> list[int]:

@@ -51,6 +51,13 @@ def gaussian_20ms(x):
     return gaussian(x)
 
 
+def sleeps_if_positive(x, delay=0.02):
+    """Costs ``delay`` s where x[0] > 0 and nothing elsewhere: uneven work."""
+    if x[0] > 0:
+        time.sleep(delay)
+    return gaussian(x)
+
+
 def slower_gaussian_with_pid(x):
     return slow_gaussian_with_pid(x, delay=5e-3)
 

@@ -1,23 +1,38 @@
-"""The chunk-count policy, on its own (pure client-side arithmetic)."""
+"""The chunk-count policy: on its own (pure client-side arithmetic), and
+what the pool tells it."""
+import numpy as np
+
+import helpers
 from emcee_ipp._chunking import (
-    EXPLORE_EVERY, EXPLORE_RATIO, MAX_BLOCK, MAX_EXPLORE_EVERY, PROBE_BLOCKS, SETTLE_S,
+    EXPLORE_EVERY, EXPLORE_RATIO, MARGIN, MAX_BLOCK, MAX_EXPLORE_EVERY, PROBE_BLOCKS,
+    SETTLE_S,
     ChunkPolicy, _Probe,
 )
 from emcee_ipp.transport.direct import ENGINE_SPIN_S
 
 
-def _drive(policy, cost, n_items=50, n_engines=2, calls=200, compute=lambda k: 0.0, trail=None):
-    """Feed the policy a model of wall time ``cost(k)`` and of the longest
-    chunk's compute time ``compute(k)``; return its choices (and append its
-    current count after each map to ``trail``)."""
+def _drive(policy, cost, n_items=50, n_engines=2, calls=200, compute=lambda k: 0.0,
+           slack=None, trail=None):
+    """Feed the policy a model of wall time ``cost(k)``, of the longest
+    chunk's compute time ``compute(k)`` and of the busiest engine's excess
+    over the mean ``slack(k)``; return its choices (and append its current
+    count after each map to ``trail``). By default the work is even: with
+    fewer chunks than engines, the idle engines make the slack."""
+    if slack is None:
+        slack = lambda k: compute(k) * max(0.0, 1 - k / n_engines)  # noqa: E731
     chosen = []
     for _ in range(calls):
         k = policy.n_chunks(n_items, n_engines)
-        policy.record(n_items, k, cost(k), compute(k))
+        policy.record(n_items, k, cost(k), compute(k), slack(k))
         chosen.append(k)
         if trail is not None:
             trail.append(policy.current)
     return chosen
+
+
+def half_ms(k):
+    """The longest chunk's compute time of 0.5 ms of work split ``k`` ways."""
+    return 0.5e-3 / k
 
 
 def test_first_calls_use_every_engine():
@@ -40,6 +55,28 @@ def test_costly_work_stays_spread_and_probes_rarely():
                     n_items=16, n_engines=n_engines, calls=400, compute=compute)
     assert chosen.count(8) > 0.9 * len(chosen)
     assert 4 not in chosen  # compute dominates: fewer chunks are never probed
+    assert 16 not in chosen  # the work is even: more chunks are never probed
+
+
+def test_uneven_work_moves_to_more_chunks():
+    # Walkers' costs vary: at 2 chunks one engine computes 60 ms and the other
+    # 20 (slack 20 ms of a 60 ms cycle); 4 and 8 chunks even that out.
+    compute = {2: 60e-3, 4: 30e-3, 8: 15e-3}
+    slack = {2: 20e-3, 4: 6e-3, 8: 1e-3}
+    cost = {2: 60e-3, 4: 46e-3, 8: 42e-3}
+    p = ChunkPolicy()
+    _drive(p, cost.get, n_items=16, calls=400, compute=compute.get, slack=slack.get)
+    assert p.current == 8
+
+
+def test_even_work_beyond_the_margin_is_not_probed():
+    # The busiest engine computes 4% of the cycle more than the mean: even
+    # spread perfectly, the map could not win by the probe's margin.
+    cycle = 80e-3
+    chosen = _drive(ChunkPolicy(), lambda k: cycle, n_items=16, calls=400,
+                    compute=lambda k: 0.95 * cycle,
+                    slack=lambda k: (1 - MARGIN) * cycle * 0.8)
+    assert set(chosen) == {2}
 
 
 def test_cheap_maps_probe_fewer_chunks():
@@ -53,7 +90,8 @@ def test_follows_a_changing_cost():
     p = ChunkPolicy()
     _drive(p, lambda k: 0.6e-3 + 0.3e-3 * k)
     assert p.current == 1
-    _drive(p, lambda k: 60e-3 / min(k, 2) + 0.3e-3 * k, calls=2 * MAX_EXPLORE_EVERY)
+    compute = lambda k: 60e-3 / min(k, 2)  # noqa: E731
+    _drive(p, lambda k: compute(k) + 0.3e-3 * k, calls=2 * MAX_EXPLORE_EVERY, compute=compute)
     assert p.current == 2
 
 
@@ -65,7 +103,8 @@ def test_engine_count_change_restarts_measuring():
 
 def test_steady_cost_probes_ever_more_rarely():
     cheap = lambda k: 0.6e-3 + 0.3e-3 * k  # noqa: E731  (one chunk is best)
-    chosen = _drive(ChunkPolicy(), cheap, calls=2 * MAX_EXPLORE_EVERY + 200)
+    # At one chunk the other engine idles (the default slack): two are probed.
+    chosen = _drive(ChunkPolicy(), cheap, calls=2 * MAX_EXPLORE_EVERY + 200, compute=half_ms)
     late = chosen[-MAX_EXPLORE_EVERY:]
     # Every EXPLORE_EVERY maps would be 16 rounds here; doubling leaves one
     # or two, each of PROBE_BLOCKS blocks of probe maps.
@@ -130,7 +169,7 @@ def test_settling_outlasts_the_engines_polling():
 def test_probe_rounds_double_their_gap_and_restart_after_a_move():
     cheap = lambda k: 0.6e-3 + 0.3e-3 * k  # noqa: E731  (one chunk is best)
     p = ChunkPolicy()
-    chosen = _drive(p, cheap, calls=2500)
+    chosen = _drive(p, cheap, calls=2500, compute=half_ms)
     rounds = _rounds(chosen, current=1)[1:]  # from the second round: the first moved
     # A round is counted from its last map, which ends a block at the current count.
     block = _Probe(2, 1, cheap(1)).block
@@ -141,9 +180,11 @@ def test_probe_rounds_double_their_gap_and_restart_after_a_move():
     assert gaps[2] > gaps[1]
     # The cost changes: two chunks now pay. The next round moves, and the one
     # after it comes sooner, not after the long gap.
-    costly = lambda k: 60e-3 / min(k, 2) + 0.3e-3 * k  # noqa: E731
+    compute = lambda k: 60e-3 / min(k, 2)  # noqa: E731
+    costly = lambda k: compute(k) + 0.3e-3 * k  # noqa: E731
     trail: list = []
-    chosen = _drive(p, costly, calls=MAX_EXPLORE_EVERY + 3 * EXPLORE_EVERY, trail=trail)
+    chosen = _drive(p, costly, calls=MAX_EXPLORE_EVERY + 3 * EXPLORE_EVERY, compute=compute,
+                    slack=lambda k: 5e-3, trail=trail)  # uneven: 4 chunks are probed
     assert p.current == 2
     moved_at = trail.index(2)
     rounds = _rounds(chosen[moved_at + 1 :], current=2)
@@ -152,3 +193,21 @@ def test_probe_rounds_double_their_gap_and_restart_after_a_move():
     block = _Probe(4, 2, costly(2)).block
     gap = rounds[1][0] - (rounds[0][1] + block)
     assert EXPLORE_EVERY <= gap < MAX_EXPLORE_EVERY  # without the restart: MAX_EXPLORE_EVERY
+
+
+def test_the_pool_reports_how_unevenly_its_engines_worked(pool, monkeypatch):
+    # Two chunks: the first's 4 walkers sleep 20 ms each, the second's return at once.
+    monkeypatch.setattr(pool._policy, "n_chunks", lambda n_items, n_engines: 2)
+    recorded = []
+    monkeypatch.setattr(pool._policy, "record", lambda *args: recorded.append(args))
+    x = np.zeros((8, 2))
+    x[:4, 0] = 1.0
+    for _ in range(2):  # a map is recorded when the next one starts
+        assert pool.map(helpers.sleeps_if_positive, x) == [helpers.gaussian(r) for r in x]
+    n_items, k, _, compute, slack = recorded[0]
+    assert (n_items, k) == (8, 2)
+    assert compute >= 4 * 0.02
+    # The busiest engine's compute minus the mean over all the pool's engines
+    # (the other chunk computed far less than 5 ms; idle engines count as 0).
+    mean_share = 1 / pool.size
+    assert compute * (1 - mean_share) - 5e-3 * mean_share <= slack <= compute * (1 - mean_share)
