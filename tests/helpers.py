@@ -153,12 +153,12 @@ class CreatesFile:
         return (open, (self.path, "w"))
 
 
-def point_direct_server_at(url):
-    """Make this engine advertise ``url`` for its direct channel (a dead address)."""
+def point_direct_server_at(urls):
+    """Make this engine advertise ``urls`` for its direct channel (dead addresses)."""
     from emcee_ipp.transport import _direct_engine
 
     old = _direct_engine.serve()
-    _direct_engine._SERVER["url"] = url
+    _direct_engine._SERVER["urls"] = urls
     return old
 
 

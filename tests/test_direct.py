@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import logging
 import pickle
-import socket
+import sys
 import time
-from urllib.parse import urlparse
 
 import numpy as np
 import pytest
@@ -13,17 +12,17 @@ import pytest
 import helpers
 from emcee_ipp import IPyParallelPool, MapTimeoutError
 from emcee_ipp.transport import DirectUnavailable, _frames
+from emcee_ipp.transport.direct import open_connection
 
 
 def _send_raw(url, message, wait_s=1.0):
     """Send ``message`` to an engine's direct channel; return its reply, or
     None if the engine hung up or did not answer."""
-    address = urlparse(url)
-    with socket.create_connection((address.hostname, address.port), timeout=wait_s) as sock:
+    with open_connection(url, wait_s) as sock:
         _frames.send(sock, message)
         try:
             return _frames.recv(sock)
-        except socket.timeout:
+        except TimeoutError:
             return None
 
 
@@ -32,9 +31,19 @@ def _evil_request(key, path):
     return _frames.pack(key, header, pickle.dumps([helpers.CreatesFile(str(path))]))
 
 
-def test_forged_message_is_dropped_and_never_unpickled(split_pool, tmp_path):
+def _engine_urls(pool):
+    """Every URL each engine serves on (``unix:@...`` where Linux, and ``tcp://``)."""
+    return pool._transport._urls  # noqa: SLF001
+
+
+@pytest.mark.parametrize("route", ["unix", "tcp"])
+def test_forged_message_is_dropped_and_never_unpickled(split_pool, tmp_path, route):
     eid = split_pool.client.ids[0]
-    url = split_pool._transport._urls[eid]  # noqa: SLF001
+    urls = [u for u in _engine_urls(split_pool)[eid] if u.startswith(route)]
+    if not urls:
+        assert route == "unix" and not sys.platform.startswith("linux")
+        pytest.skip("engines serve Unix sockets on Linux only")
+    url = urls[0]
     before = split_pool.client[eid].apply_sync(helpers.direct_rejected)
 
     forged = tmp_path / "forged"
@@ -57,8 +66,19 @@ def test_forged_message_is_dropped_and_never_unpickled(split_pool, tmp_path):
 
 
 def test_channel_binds_only_the_clusters_interface(split_pool):
-    for url in split_pool._transport._urls.values():  # noqa: SLF001
-        assert url.startswith("tcp://127.0.0.1:"), url
+    for urls in _engine_urls(split_pool).values():
+        tcp = [u for u in urls if u.startswith("tcp://")]
+        assert len(tcp) == 1 and tcp[0].startswith("tcp://127.0.0.1:"), urls
+        # Else only an abstract Unix socket: no file, this network namespace only.
+        assert all(u.startswith("unix:@emcee_ipp-") for u in urls if u not in tcp), urls
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Unix sockets on Linux only")
+def test_engines_on_the_clients_machine_are_reached_by_unix_socket(split_pool):
+    routes = split_pool._transport.routes  # noqa: SLF001
+    assert set(routes) == set(split_pool.client.ids)
+    for eid, url in routes.items():
+        assert url.startswith("unix:@") and url == _engine_urls(split_pool)[eid][0]
 
 
 @pytest.mark.timeout(60)
@@ -91,7 +111,7 @@ def test_unreachable_engines_fall_back_or_fail_clearly(external_cluster, caplog)
     client = external_cluster.connect_client_sync()
     try:
         # Make the engine advertise an address where nothing listens.
-        dead = "tcp://127.0.0.1:9"
+        dead = ["unix:@emcee_ipp-nobody-listens", "tcp://127.0.0.1:9"]
         old = client[:].apply_sync(helpers.point_direct_server_at, dead)
         try:
             with pytest.raises(DirectUnavailable, match="did not answer.*transport='ipp'"):

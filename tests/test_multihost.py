@@ -42,9 +42,11 @@ def test_pool_across_hosts(netns_cluster, hosts, transport):
     with IPyParallelPool(client=client, transport=transport) as pool:
         assert pool.transport == transport
         if transport == "direct":
-            urls = pool._transport._urls.values()  # noqa: SLF001
-            # Each engine serves on its own host's address, never loopback.
-            assert {u.split("//")[1].rsplit(":", 1)[0] for u in urls} == {a for _, a, _ in hosts}
+            routes = pool._transport.routes.values()  # noqa: SLF001
+            # Each engine is reached over TCP (its Unix socket lives in its
+            # host's network namespace), on its own host's address, never loopback.
+            assert all(u.startswith("tcp://") for u in routes), routes
+            assert {u.split("//")[1].rsplit(":", 1)[0] for u in routes} == {a for _, a, _ in hosts}
         x = np.random.default_rng(0).normal(size=(40, 3))
         got = pool.map(helpers.slower_gaussian_with_pid, x)
         assert [g[0] for g in got] == [helpers.gaussian(r) for r in x]

@@ -1,8 +1,11 @@
-"""The engine's end of the direct channel: a TCP server in threads.
+"""The engine's end of the direct channel: a socket server in threads.
 
 Runs on the engine. The pool asks for it once per engine, through
-ipyparallel (:func:`serve`); it listens on the interface the engine already
-uses to reach its controller, and serves each pool's connection from a
+ipyparallel (:func:`serve`). It listens on TCP, on the interface the engine
+already uses to reach its controller, and on Linux also on a Unix socket in
+the abstract namespace (no file; reachable only from the engine's own
+network namespace, so from its own machine), which a pool on the same
+machine prefers (see ``direct.py``). Each pool's connection is served from a
 daemon thread, so the engine's main thread keeps answering ipyparallel.
 After each reply it polls for the next request for as long as the request
 asked (``spin``, see ``direct.ENGINE_SPIN_S``) before it blocks::
@@ -23,9 +26,11 @@ import logging
 import os
 import select
 import socket
+import sys
 import threading
 import time
 import traceback
+import uuid
 from urllib.parse import urlparse
 
 from .. import _engine
@@ -38,7 +43,7 @@ log = logging.getLogger("emcee_ipp.direct")
 # The longest an engine polls for the next request before sleeping (the
 # client asks for less, or none, per request).
 MAX_SPIN_S = 0.01
-_SERVER: dict = {}  # "url", "rejected", "busy" ((thread, request id) evaluating, or None)
+_SERVER: dict = {}  # "urls", "rejected", "busy" ((thread, request id) evaluating, or None)
 # Orders interrupt() against the end of an evaluation: an interrupt is only
 # ever raised while "busy", and one raised just before "busy" ended is
 # cleared before the thread sends or receives anything.
@@ -53,19 +58,30 @@ MAX_CONNECTIONS = 64
 _CONNECTIONS = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
 
-def serve() -> str:
-    """Start this engine's server if needed; return the URL to connect to."""
-    if "url" not in _SERVER:
+def serve() -> list[str]:
+    """Start this engine's server if needed; return the URLs it listens on,
+    the quickest first: ``unix:@NAME`` (Linux's abstract namespace), then
+    ``tcp://IP:PORT``."""
+    if "urls" not in _SERVER:
         key = _session_key()
         if not key:
             raise RuntimeError("the cluster has no session key: refusing an unauthenticated channel")
         ip = _interface_ip()
-        listener = socket.create_server((ip, 0))
-        _SERVER.update(url=f"tcp://{ip}:{listener.getsockname()[1]}", rejected=0, busy=None)
-        threading.Thread(
-            target=_accept, args=(listener, key), name="emcee_ipp-direct-accept", daemon=True
-        ).start()
-    return _SERVER["url"]
+        listeners = [socket.create_server((ip, 0))]
+        urls = [f"tcp://{ip}:{listeners[0].getsockname()[1]}"]
+        if sys.platform.startswith("linux"):
+            name = f"emcee_ipp-{os.getpid()}-{uuid.uuid4().hex}"
+            local = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            local.bind("\0" + name)
+            local.listen()
+            listeners.insert(0, local)
+            urls.insert(0, f"unix:@{name}")
+        _SERVER.update(urls=urls, rejected=0, busy=None)
+        for listener in listeners:
+            threading.Thread(
+                target=_accept, args=(listener, key), name="emcee_ipp-direct-accept", daemon=True
+            ).start()
+    return _SERVER["urls"]
 
 
 def rejected() -> int:
@@ -109,8 +125,9 @@ def _accept(listener, key: bytes) -> None:
                 log.warning("emcee_ipp: refused a connection: %d already open", MAX_CONNECTIONS)
                 conn.close()
                 continue
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # a vanished client
+            if conn.family != socket.AF_UNIX:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # a vanished client
             threading.Thread(
                 target=_connection, args=(conn, key), name="emcee_ipp-direct", daemon=True
             ).start()
