@@ -82,6 +82,22 @@ def test_engines_on_the_clients_machine_are_reached_by_unix_socket(split_pool):
 
 
 @pytest.mark.timeout(60)
+def test_a_large_message_goes_out_while_the_client_waits_and_keeps_its_order(split_pool):
+    transport, eid = split_pool._transport, split_pool.client.ids[0]  # noqa: SLF001
+    first = transport._send(eid, {"op": "ping"}, bytes(20 << 20))  # noqa: SLF001
+    assert eid in transport._outbox  # noqa: SLF001  (no socket takes 20 MB at once)
+    second = transport._send(eid, {"op": "ping"})  # noqa: SLF001  (queued behind it)
+    replies: dict = {}
+    while len(replies) < 2:
+        replies.update(transport.wait_first([first, second], 1.0))
+    assert set(replies) == {first, second}
+    assert all(reply[0] == "pong" for reply in replies.values())
+    assert eid not in transport._outbox  # noqa: SLF001
+    x = np.arange(12, dtype=float).reshape(6, 2)
+    assert split_pool.map(helpers.gaussian, x) == [helpers.gaussian(r) for r in x]
+
+
+@pytest.mark.timeout(60)
 def test_late_reply_never_answers_the_next_call(pool):
     # The log-prob sleeps 20 ms per walker: 40 walkers cannot finish in 0.2 s.
     x = np.zeros((40, 2))

@@ -57,7 +57,7 @@ class _Trickle:
     def __init__(self, takes):
         self.takes, self.calls, self.data = list(takes), 0, bytearray()
 
-    def sendmsg(self, buffers):
+    def sendmsg(self, buffers, ancillary=(), flags=0):
         self.calls += 1
         room = self.takes.pop(0) if self.takes else float("inf")
         taken = 0

@@ -39,25 +39,34 @@ _JOIN_BELOW = 1 << 16  # bytes of parts up to which pack joins them
 
 
 def send(sock, message: list) -> None:
-    """Send one :func:`pack`-ed message on a stream socket, length first.
+    """Send one :func:`pack`-ed message on a blocking stream socket."""
+    views = framed(message)
+    while views:
+        views = send_some(sock, views)
 
-    The message's buffers go out as they are, in one system call when the
-    socket takes them all (scatter-gather): a large part is never copied
-    into a joined message.
-    """
-    views = [memoryview(b).cast("B") for b in message]  # lengths in bytes, whatever the format
+
+def framed(message: list) -> list:
+    """What goes on the stream for one :func:`pack`-ed message: its length,
+    then its buffers as they are (a large part is never copied into a
+    joined message), as byte views whatever their format."""
+    views = [memoryview(b).cast("B") for b in message]
     views.insert(0, memoryview(_LENGTH.pack(sum(map(len, views)))))
-    total = sum(map(len, views))
-    sent = sock.sendmsg(views)
-    if sent == total:
-        return
-    while views:  # the rest, as it fits
-        while views and sent >= len(views[0]):
-            sent -= len(views.pop(0))
-        if sent:
-            views[0] = views[0][sent:]
-        if views:
-            sent = sock.sendmsg(views)
+    return views
+
+
+def send_some(sock, views: list, flags: int = 0) -> list:
+    """Write what the socket takes of ``views`` in one scatter-gather call;
+    return the views still to send (``views`` itself, trimmed). With
+    ``socket.MSG_DONTWAIT`` this never blocks: a full socket takes nothing."""
+    try:
+        sent = sock.sendmsg(views, [], flags)
+    except BlockingIOError:
+        return views
+    while views and sent >= len(views[0]):
+        sent -= len(views.pop(0))
+    if sent:
+        views[0] = views[0][sent:]
+    return views
 
 
 def recv(sock) -> bytearray | None:

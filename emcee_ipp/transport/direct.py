@@ -130,6 +130,9 @@ class DirectTransport(Transport):
         self._lost: list[str] = []  # awaited ids whose engine's connection broke
         self._given_up: dict[int, deque] = {}  # engine id -> forgotten request ids, for interrupt()
         self._poller = select.poll()
+        # engine id -> bytes still to send it, in order (a large message, such
+        # as a new function's 50 MB, goes out while the others do; see _queue)
+        self._outbox: dict[int, list] = {}
         self.dropped = 0  # late or unauthenticated replies thrown away
         self._cores: dict[int, int] = {}  # engine id -> cores it may use (its pong)
         self._machines: dict[int, str] = {}  # engine id -> its machine (its pong)
@@ -249,6 +252,7 @@ class DirectTransport(Transport):
         self._set_spin()
 
     def _hang_up(self, engine_id: int) -> None:
+        self._outbox.pop(engine_id, None)
         sock = self._sockets.pop(engine_id, None)
         if sock is not None:
             del self._by_fd[sock.fileno()]
@@ -294,10 +298,15 @@ class DirectTransport(Transport):
         deadline = time.monotonic() + max(timeout, 0.0)
         while not got:
             remaining = deadline - time.monotonic()
-            for fd, _ in self._poller.poll(max(0.0, remaining * 1000)):
+            for fd, events in self._poller.poll(max(0.0, remaining * 1000)):
                 eid = self._by_fd.get(fd)
                 if eid is None:  # hung up earlier in this loop
                     continue
+                if events & select.POLLOUT:
+                    self._flush(eid)
+                    got.extend(self._take_lost())
+                    if events == select.POLLOUT or eid not in self._sockets:
+                        continue
                 try:
                     message = _frames.recv(self._sockets[eid])
                 except OSError:
@@ -342,7 +351,7 @@ class DirectTransport(Transport):
         try:
             if sock is None:
                 raise ConnectionError(f"engine {engine_id}'s connection broke earlier")
-            _frames.send(sock, message)
+            self._queue(engine_id, sock, _frames.framed(message))
         except OSError:
             self._connection_broke(engine_id)  # its reply is lost: rid comes back as EngineLost
         except BaseException:  # Ctrl-C mid-send: the caller never gets rid
@@ -350,6 +359,39 @@ class DirectTransport(Transport):
             self._connection_broke(engine_id)
             raise
         return rid
+
+    def _queue(self, engine_id: int, sock, views: list) -> None:
+        """Send what the engine's socket takes now; the rest goes out from
+        wait_first as the socket drains, so the client never blocks on one
+        engine's large message while other engines wait for theirs (a new
+        50 MB function's first map on 2 engines took 0.27-0.33 s sent one
+        engine after the other, 0.19-0.24 s this way)."""
+        outbox = self._outbox.get(engine_id)
+        if outbox:  # earlier bytes are still going out: keep the order
+            outbox.extend(views)
+            return
+        rest = _frames.send_some(sock, views, socket.MSG_DONTWAIT)
+        if rest:
+            self._outbox[engine_id] = rest
+            self._poller.modify(sock, select.POLLIN | select.POLLOUT)
+
+    def _flush(self, engine_id: int) -> None:
+        """Send more of an engine's outbox, now that its socket has room."""
+        sock, outbox = self._sockets[engine_id], self._outbox.get(engine_id)
+        if not outbox:
+            self._poller.modify(sock, select.POLLIN)
+            return
+        try:
+            rest = _frames.send_some(sock, outbox, socket.MSG_DONTWAIT)
+        except OSError:
+            self._connection_broke(engine_id)
+            return
+        except BaseException:  # Ctrl-C mid-send: the stream is out of step
+            self._connection_broke(engine_id)
+            raise
+        if not rest:
+            del self._outbox[engine_id]
+            self._poller.modify(sock, select.POLLIN)
 
     def _core_to_spare(self, handles) -> bool:
         """Whether the client may poll: the engines computing on its machine
