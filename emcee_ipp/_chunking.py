@@ -223,7 +223,7 @@ class ChunkPolicy:
         paid for probing 4 chunks in every run (ipp transport, 8 steps,
         medians of 5 interleaved rounds: 0.549 -> 0.538 of serial without
         the probe; 1 ms, 60 steps, direct: 0.561 -> 0.553). Work that varies
-        by walker (benchmarks/bench_pools.py, "uneven 1 ms") still probes.
+        by walker (benchmarks/bench_pools.py, "uneven: 2 ms or -inf") still probes.
         """
         if not self._slack.get(k) or not self._cycles:
             return True

@@ -69,7 +69,7 @@ class IPyParallelPool:
     timeout : float, optional
         Seconds a single ``map`` may take before :class:`MapTimeoutError`.
     transport : {"auto", "direct", "ipp"}
-        How map chunks travel. ``"direct"``: a signed TCP connection straight
+        How map chunks travel. ``"direct"``: a signed connection straight
         to each engine (fastest). ``"ipp"``: ipyparallel's own messages, which
         work wherever ipyparallel does. ``"auto"`` (default): direct when the
         client can reach the engines, else ipp, logging why.

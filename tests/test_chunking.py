@@ -1,6 +1,7 @@
 """The chunk-count policy: on its own (pure client-side arithmetic), and
 what the pool tells it."""
 import numpy as np
+import pytest
 
 import helpers
 from emcee_ipp._chunking import (
@@ -69,7 +70,7 @@ def test_uneven_work_moves_to_more_chunks():
     assert p.current == 8
 
 
-def test_even_work_beyond_the_margin_is_not_probed():
+def test_even_work_within_the_margin_is_not_probed():
     # The busiest engine computes 4% of the cycle more than the mean: even
     # spread perfectly, the map could not win by the probe's margin.
     cycle = 80e-3
@@ -195,9 +196,12 @@ def test_probe_rounds_double_their_gap_and_restart_after_a_move():
     assert EXPLORE_EVERY <= gap < MAX_EXPLORE_EVERY  # without the restart: MAX_EXPLORE_EVERY
 
 
-def test_the_pool_reports_how_unevenly_its_engines_worked(pool, monkeypatch):
-    # Two chunks: the first's 4 walkers sleep 20 ms each, the second's return at once.
-    monkeypatch.setattr(pool._policy, "n_chunks", lambda n_items, n_engines: 2)
+@pytest.mark.parametrize("chunks", [1, 2])
+def test_the_pool_reports_how_unevenly_its_engines_worked(pool, monkeypatch, chunks):
+    # The first 4 walkers sleep 20 ms each, the last 4 return at once. In two
+    # chunks one engine gets each half; in one, one engine gets all and the
+    # others idle.
+    monkeypatch.setattr(pool._policy, "n_chunks", lambda n_items, n_engines: chunks)
     recorded = []
     monkeypatch.setattr(pool._policy, "record", lambda *args: recorded.append(args))
     x = np.zeros((8, 2))
@@ -205,9 +209,12 @@ def test_the_pool_reports_how_unevenly_its_engines_worked(pool, monkeypatch):
     for _ in range(2):  # a map is recorded when the next one starts
         assert pool.map(helpers.sleeps_if_positive, x) == [helpers.gaussian(r) for r in x]
     n_items, k, _, compute, slack = recorded[-1]  # (the first may be an earlier test's map)
-    assert (n_items, k) == (8, 2)
+    assert (n_items, k) == (8, chunks)
     assert compute >= 4 * 0.02
-    # The busiest engine's compute minus the mean over all the pool's engines
-    # (the other chunk computed far less than 5 ms; idle engines count as 0).
+    # The busiest engine's compute minus the mean over all the pool's
+    # engines, idle ones counting 0: with one chunk, compute * (1 - 1/size);
+    # with two, the other chunk's few microseconds (under 5 ms) lower it.
     mean_share = 1 / pool.size
     assert compute * (1 - mean_share) - 5e-3 * mean_share <= slack <= compute * (1 - mean_share)
+    if chunks == 1:
+        assert slack == pytest.approx(compute * (1 - mean_share))

@@ -16,6 +16,8 @@ import pytest
 
 import helpers
 from emcee_ipp import IPyParallelPool, MapTimeoutError, NoEnginesError
+from emcee_ipp.transport import direct
+from emcee_ipp.transport.base import EngineLost
 
 HERE = pathlib.Path(__file__).parent
 
@@ -63,6 +65,36 @@ def test_engine_lost_mid_run_chain_still_identical(transport, how):
         finally:
             if how == signal.SIGSTOP:
                 os.kill(victim, signal.SIGKILL)  # ours: the pool's own engine
+
+
+@pytest.mark.timeout(120)
+def test_an_engine_that_stops_reading_a_large_message_is_given_up(monkeypatch):
+    """The client does not block on a large send: the rest waits in an
+    outbox. An engine that takes nothing of it for IO_TIMEOUT_S (stopped
+    here, briefly enough to keep its heartbeat) is hung up on, its request
+    reported lost; once it runs again, the next map reconnects to it."""
+    monkeypatch.setattr(direct, "IO_TIMEOUT_S", 0.5)
+    with IPyParallelPool(2, transport="direct") as pool:
+        transport, eid = pool._transport, pool.client.ids[0]  # noqa: SLF001
+        victim = pool.engine_pids[eid]
+        os.kill(victim, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            rid = transport._send(eid, {"op": "ping"}, bytes(20 << 20))  # noqa: SLF001
+            assert eid in transport._outbox  # noqa: SLF001
+            got: list = []
+            while not got and time.monotonic() - t0 < 10:
+                got = transport.wait_first([rid], 0.1)
+            waited = time.monotonic() - t0
+        finally:
+            os.kill(victim, signal.SIGCONT)  # ours: the pool's own engine
+        assert got and got[0][0] == rid and isinstance(got[0][1], EngineLost)
+        assert 0.5 <= waited < 5
+        assert eid not in transport._outbox and eid not in transport._sockets  # noqa: SLF001
+        x = np.arange(16, dtype=float).reshape(8, 2)
+        pool._policy.n_chunks = lambda n_items, n_engines: n_engines  # noqa: SLF001
+        assert pool.map(helpers.gaussian, x) == [helpers.gaussian(r) for r in x]
+        assert eid in transport._sockets  # noqa: SLF001  (reconnected)
 
 
 @pytest.mark.timeout(120)

@@ -72,10 +72,15 @@ def serve() -> list[str]:
         if sys.platform.startswith("linux"):
             name = f"emcee_ipp-{os.getpid()}-{uuid.uuid4().hex}"
             local = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            local.bind("\0" + name)
-            local.listen()
-            listeners.insert(0, local)
-            urls.insert(0, f"unix:@{name}")
+            try:
+                local.bind("\0" + name)
+                local.listen()
+            except OSError as exc:  # a sandbox that forbids it: TCP serves all
+                local.close()
+                log.warning("emcee_ipp: no Unix socket for the direct channel (%s)", exc)
+            else:
+                listeners.insert(0, local)
+                urls.insert(0, f"unix:@{name}")
         _SERVER.update(urls=urls, rejected=0, busy=None)
         for listener in listeners:
             threading.Thread(

@@ -1,7 +1,7 @@
 """Signed messages of the direct channel, for both sides.
 
-Runs on the client and on the engines. The channel is a TCP stream; each
-message on it is::
+Runs on the client and on the engines. The channel is a stream socket (Unix
+or TCP); each message on it is::
 
     | 8-byte length | 32-byte HMAC-SHA256 | 4-byte header length | header | part | part ...
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hmac
 import pickle
+import socket
 import struct
 
 import numpy as np
@@ -61,6 +62,8 @@ def send_some(sock, views: list, flags: int = 0) -> list:
     try:
         sent = sock.sendmsg(views, [], flags)
     except BlockingIOError:
+        if not flags & socket.MSG_DONTWAIT:
+            raise  # a blocking send that timed out (SO_SNDTIMEO)
         return views
     while views and sent >= len(views[0]):
         sent -= len(views.pop(0))

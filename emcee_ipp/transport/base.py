@@ -92,6 +92,8 @@ class Transport(ABC):
                 wake = WAKE_S if deadline is None else min(WAKE_S, max(0.0, deadline - time.monotonic()))
                 done = self.wait_first(list(inflight), wake)
                 for handle, reply in done:
+                    if handle not in inflight:  # sent by a map interrupted before it held the handle
+                        continue
                     i, eid = inflight.pop(handle)
                     if isinstance(reply, EngineLost):
                         entry.engines.discard(eid)

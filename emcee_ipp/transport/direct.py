@@ -26,8 +26,8 @@ Why plain sockets and not ZeroMQ, which ipyparallel uses: a ZeroMQ message
 is handed to an I/O thread on each side, and every hand-off is a thread
 wake-up. A 600-byte round trip between two processes here took 102-106 us
 over ZeroMQ (DEALER/ROUTER) against 16 us over a TCP socket, medians of 5000
-with both sides polling (on 2 cores). The framing this needs is
-``_frames.send``/``recv``: a length prefix.
+with both sides polling (on 2 cores). The framing this needs is a length
+prefix (``_frames``).
 """
 from __future__ import annotations
 
@@ -72,12 +72,13 @@ ENGINE_SPIN_S = 0.002
 # 1.42 -> 2.09.
 CLIENT_SPIN_S = 0.002
 RECENT_REPLIES = 16  # replies whose round-trip times decide whether the client polls
-# A reply the poll said was arriving, or a request being sent, may stall
-# this long before the engine counts as lost (a broken link, not a slow
-# log-prob: an engine computing sends nothing).
+# A reply the poll said was arriving, or a request being sent (an outbox
+# that does not drain), may stall this long before the engine counts as lost
+# (a broken link or a stopped engine, not a slow log-prob: an engine computing
+# sends nothing, and reads its requests from another thread).
 IO_TIMEOUT_S = 60.0
 RECONNECT_EVERY_S = 1.0  # how often to retry a broken connection to a live engine
-_TIMEVAL = struct.Struct("@ll")  # struct timeval, for SO_RCVTIMEO and SO_SNDTIMEO
+_TIMEVAL = struct.Struct("@ll")  # struct timeval, for SO_RCVTIMEO
 
 
 class DirectUnavailable(EmceeIppError, ConnectionError):
@@ -133,6 +134,7 @@ class DirectTransport(Transport):
         # engine id -> bytes still to send it, in order (a large message, such
         # as a new function's 50 MB, goes out while the others do; see _queue)
         self._outbox: dict[int, list] = {}
+        self._outbox_moved: dict[int, float] = {}  # engine id -> when its outbox last drained some
         self.dropped = 0  # late or unauthenticated replies thrown away
         self._cores: dict[int, int] = {}  # engine id -> cores it may use (its pong)
         self._machines: dict[int, str] = {}  # engine id -> its machine (its pong)
@@ -152,7 +154,8 @@ class DirectTransport(Transport):
         urls = {}
         for eid, ar in calls:
             try:
-                urls[eid] = list(ar.get(timeout=timeout))
+                served = ar.get(timeout=timeout)
+                urls[eid] = [served] if isinstance(served, str) else list(served)  # str: older engines
             except Exception as exc:
                 raise DirectUnavailable(f"engine {eid} could not open a direct channel: {exc}") from exc
         deadline = time.monotonic() + PING_TIMEOUT_S
@@ -180,8 +183,8 @@ class DirectTransport(Transport):
         # Blocking, with the kernel's own time-outs (settimeout would add a
         # poll before every send and receive).
         sock.settimeout(None)
-        for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
-            sock.setsockopt(socket.SOL_SOCKET, option, _TIMEVAL.pack(int(IO_TIMEOUT_S), 0))
+        # (Sends never block: see _queue.)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(int(IO_TIMEOUT_S), 0))
         self._sockets[engine_id] = sock
         self._by_fd[sock.fileno()] = engine_id
         self._poller.register(sock, select.POLLIN)
@@ -253,6 +256,7 @@ class DirectTransport(Transport):
 
     def _hang_up(self, engine_id: int) -> None:
         self._outbox.pop(engine_id, None)
+        self._outbox_moved.pop(engine_id, None)
         sock = self._sockets.pop(engine_id, None)
         if sock is not None:
             del self._by_fd[sock.fileno()]
@@ -290,6 +294,8 @@ class DirectTransport(Transport):
     def wait_first(self, handles, timeout):
         # Every reply still awaited belongs to one of ``handles``: the pool
         # waits on all its calls in flight at once.
+        if self._outbox_moved:
+            self._break_stalled()
         got = self._take_lost()
         if not got and self._replies_quick and self._core_to_spare(handles):
             end = time.perf_counter() + min(CLIENT_SPIN_S, max(timeout, 0.0))
@@ -365,7 +371,7 @@ class DirectTransport(Transport):
         wait_first as the socket drains, so the client never blocks on one
         engine's large message while other engines wait for theirs (a new
         50 MB function's first map on 2 engines took 0.27-0.33 s sent one
-        engine after the other, 0.19-0.24 s this way)."""
+        engine after the other, 0.22-0.26 s this way)."""
         outbox = self._outbox.get(engine_id)
         if outbox:  # earlier bytes are still going out: keep the order
             outbox.extend(views)
@@ -373,6 +379,7 @@ class DirectTransport(Transport):
         rest = _frames.send_some(sock, views, socket.MSG_DONTWAIT)
         if rest:
             self._outbox[engine_id] = rest
+            self._outbox_moved[engine_id] = time.monotonic()
             self._poller.modify(sock, select.POLLIN | select.POLLOUT)
 
     def _flush(self, engine_id: int) -> None:
@@ -389,9 +396,21 @@ class DirectTransport(Transport):
         except BaseException:  # Ctrl-C mid-send: the stream is out of step
             self._connection_broke(engine_id)
             raise
-        if not rest:
-            del self._outbox[engine_id]
+        if rest:
+            self._outbox_moved[engine_id] = time.monotonic()
+        else:
+            del self._outbox[engine_id], self._outbox_moved[engine_id]
             self._poller.modify(sock, select.POLLIN)
+
+    def _break_stalled(self) -> None:
+        """Give up on connections whose outbox has not drained for IO_TIMEOUT_S
+        (their awaited requests come back as lost, and run elsewhere)."""
+        now = time.monotonic()
+        for eid, moved in list(self._outbox_moved.items()):
+            if now - moved > IO_TIMEOUT_S:
+                log.warning("emcee_ipp: engine %s took nothing sent to it for %.0f s; "
+                            "hanging up on it", eid, IO_TIMEOUT_S)
+                self._connection_broke(eid)
 
     def _core_to_spare(self, handles) -> bool:
         """Whether the client may poll: the engines computing on its machine
