@@ -131,10 +131,10 @@ class DirectTransport(Transport):
         self._lost: list[str] = []  # awaited ids whose engine's connection broke
         self._given_up: dict[int, deque] = {}  # engine id -> forgotten request ids, for interrupt()
         self._poller = select.poll()
-        # engine id -> bytes still to send it, in order (a large message, such
-        # as a new function's 50 MB, goes out while the others do; see _queue)
+        # engine id -> [views still to send it, in order; when some last went]
+        # (a large message, such as a new function's 50 MB, goes out while
+        # the others do; see _queue)
         self._outbox: dict[int, list] = {}
-        self._outbox_moved: dict[int, float] = {}  # engine id -> when its outbox last drained some
         self.dropped = 0  # late or unauthenticated replies thrown away
         self._cores: dict[int, int] = {}  # engine id -> cores it may use (its pong)
         self._machines: dict[int, str] = {}  # engine id -> its machine (its pong)
@@ -256,7 +256,6 @@ class DirectTransport(Transport):
 
     def _hang_up(self, engine_id: int) -> None:
         self._outbox.pop(engine_id, None)
-        self._outbox_moved.pop(engine_id, None)
         sock = self._sockets.pop(engine_id, None)
         if sock is not None:
             del self._by_fd[sock.fileno()]
@@ -294,7 +293,7 @@ class DirectTransport(Transport):
     def wait_first(self, handles, timeout):
         # Every reply still awaited belongs to one of ``handles``: the pool
         # waits on all its calls in flight at once.
-        if self._outbox_moved:
+        if self._outbox:
             self._break_stalled()
         got = self._take_lost()
         if not got and self._replies_quick and self._core_to_spare(handles):
@@ -372,24 +371,23 @@ class DirectTransport(Transport):
         engine's large message while other engines wait for theirs (a new
         50 MB function's first map on 2 engines took 0.27-0.33 s sent one
         engine after the other, 0.22-0.26 s this way)."""
-        outbox = self._outbox.get(engine_id)
-        if outbox:  # earlier bytes are still going out: keep the order
-            outbox.extend(views)
+        pending = self._outbox.get(engine_id)
+        if pending:  # earlier bytes are still going out: keep the order
+            pending[0].extend(views)
             return
         rest = _frames.send_some(sock, views, socket.MSG_DONTWAIT)
         if rest:
-            self._outbox[engine_id] = rest
-            self._outbox_moved[engine_id] = time.monotonic()
+            self._outbox[engine_id] = [rest, time.monotonic()]
             self._poller.modify(sock, select.POLLIN | select.POLLOUT)
 
     def _flush(self, engine_id: int) -> None:
         """Send more of an engine's outbox, now that its socket has room."""
-        sock, outbox = self._sockets[engine_id], self._outbox.get(engine_id)
-        if not outbox:
+        sock, pending = self._sockets[engine_id], self._outbox.get(engine_id)
+        if not pending:
             self._poller.modify(sock, select.POLLIN)
             return
         try:
-            rest = _frames.send_some(sock, outbox, socket.MSG_DONTWAIT)
+            rest = _frames.send_some(sock, pending[0], socket.MSG_DONTWAIT)
         except OSError:
             self._connection_broke(engine_id)
             return
@@ -397,16 +395,16 @@ class DirectTransport(Transport):
             self._connection_broke(engine_id)
             raise
         if rest:
-            self._outbox_moved[engine_id] = time.monotonic()
+            pending[1] = time.monotonic()
         else:
-            del self._outbox[engine_id], self._outbox_moved[engine_id]
+            del self._outbox[engine_id]
             self._poller.modify(sock, select.POLLIN)
 
     def _break_stalled(self) -> None:
         """Give up on connections whose outbox has not drained for IO_TIMEOUT_S
         (their awaited requests come back as lost, and run elsewhere)."""
         now = time.monotonic()
-        for eid, moved in list(self._outbox_moved.items()):
+        for eid, (_, moved) in list(self._outbox.items()):
             if now - moved > IO_TIMEOUT_S:
                 log.warning("emcee_ipp: engine %s took nothing sent to it for %.0f s; "
                             "hanging up on it", eid, IO_TIMEOUT_S)
