@@ -36,6 +36,7 @@ bench: $(VENV)/.stamp-bench
 	$(BIN)/python benchmarks/bench_split.py
 	$(BIN)/python benchmarks/bench_overhead.py
 	$(BIN)/python benchmarks/bench_startup.py
+	$(BIN)/python benchmarks/bench_channel.py
 
 clean:
 	rm -rf $(VENV) *.egg-info demo.png

@@ -17,8 +17,8 @@ The connection is a TCP socket, or, to an engine on the client's own
 machine (Linux), a Unix socket in the abstract namespace: each engine
 advertises both (``_direct_engine.serve``) and the client takes the first
 that connects. A Unix socket skips the TCP stack: a 600-byte round trip
-between two processes here took 33-37 us against 68-84 over TCP loopback
-(medians of 2500, both sides blocking; 2 cores, 2026-11-28). The name is
+between two processes here took 35-37 us against 69-77 over TCP loopback
+(both sides blocking; 2 cores; benchmarks/bench_channel.py). The name is
 random and bound to the engine's network namespace, so elsewhere it
 refuses at once and TCP is used.
 
@@ -370,7 +370,8 @@ class DirectTransport(Transport):
         wait_first as the socket drains, so the client never blocks on one
         engine's large message while other engines wait for theirs (a new
         50 MB function's first map on 2 engines took 0.27-0.33 s sent one
-        engine after the other, 0.22-0.26 s this way)."""
+        engine after the other, 0.21-0.23 s this way, against 0.16 s on
+        one engine: benchmarks/bench_channel.py)."""
         pending = self._outbox.get(engine_id)
         if pending:  # earlier bytes are still going out: keep the order
             pending[0].extend(views)
