@@ -216,10 +216,12 @@ class IPyParallelPool:
         for _, reply in replies:
             results.extend(unpack_results(reply[1], reply[2]))
         busy: dict = {}  # engine id -> seconds it computed this map
+        longest = 0.0  # the longest chunk's compute time
         for eid, reply in replies:
             busy[eid] = busy.get(eid, 0.0) + reply[3]
+            longest = max(longest, reply[3])
         slack = max(busy.values()) - sum(busy.values()) / len(engines)
-        self._unrecorded = (len(items), len(bounds), t0, max(r[3] for _, r in replies), slack)
+        self._unrecorded = (len(items), len(bounds), t0, longest, slack)
         return results
 
     def _record_last_map(self, now: float) -> None:
