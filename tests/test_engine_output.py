@@ -34,3 +34,63 @@ def test_idle_flush_skips_the_iopub_thread_and_output_still_arrives(pools):
     assert after_write > 0
     ar.wait_for_output(timeout=30)
     assert "marker-7f3a" in ar.stdout
+
+
+def _statuses_until(sub, session, msg_id: str, timeout: float = 20.0) -> list[tuple[str, str]]:
+    """(parent session, state) of IOPub status messages, up to the idle status of ``msg_id``."""
+    import time
+
+    import zmq
+
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not sub.poll(100):
+            continue
+        _, frames = session.feed_identities(sub.recv_multipart(zmq.NOBLOCK))
+        msg = session.deserialize(frames)
+        if msg["header"]["msg_type"] != "status":
+            continue
+        parent, state = msg["parent_header"], msg["content"]["execution_state"]
+        seen.append((parent.get("session"), state))
+        if parent.get("msg_id") == msg_id and state == "idle":
+            return seen
+    raise AssertionError(f"no idle status for {msg_id} within {timeout} s; saw {seen}")
+
+
+@pytest.mark.timeout(90)
+def test_ipp_map_chunks_publish_no_status_and_views_still_do(pools):
+    """Status messages for the transport's own requests cost every process CPU
+    and no one reads them (emcee_ipp/transport/_ipp_engine.py); a view's
+    requests keep theirs, which its futures wait for."""
+    import zmq
+    from jupyter_client.session import Session
+
+    pool = pools("ipp")
+    client = pool.client
+    pool.map(abs, [-1.0, 2.0, -3.0, 4.0])  # the pool's socket and session exist
+    mux_session = pool._transport._mux._session.session
+    session = Session(key=client.session.key, signature_scheme=client.session.signature_scheme)
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(client._config["iopub"])
+    try:
+        # The subscription is live once a view's status comes through.
+        for _ in range(20):
+            ar = client[0].apply_async(abs, -1)
+            ar.get(timeout=30)
+            try:
+                _statuses_until(sub, session, ar.msg_ids[0], timeout=1.0)
+                break
+            except AssertionError:
+                continue
+        for _ in range(10):
+            assert pool.map(abs, [-1.0, 2.0, -3.0, 4.0]) == [1.0, 2.0, 3.0, 4.0]
+        ar = client[1].apply_async(print, "marker-quiet")
+        ar.get(timeout=30)
+        seen = _statuses_until(sub, session, ar.msg_ids[0])
+        ar.wait_for_output(timeout=30)
+    finally:
+        sub.close(linger=0)
+    assert [state for s, state in seen if s == mux_session] == []
+    assert [state for s, state in seen if s == client.session.session] == ["busy", "idle"]
+    assert "marker-quiet" in ar.stdout

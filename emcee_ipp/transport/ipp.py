@@ -2,7 +2,7 @@
 
 Runs on the client::
 
-    submit ----> apply_request(_engine.evaluate, ...) to one engine
+    submit ----> apply_request(_ipp_engine.evaluate, ...) to one engine
                    client -> controller (mux queue) -> engine kernel
     wait_first <- its apply_reply
                    engine -> controller -> client
@@ -13,7 +13,8 @@ exactly one msg_id, so a late reply can never be read as another's.
 
 Map chunks skip the view layer and the client's I/O thread: they travel on a
 socket of the transport's own beside the client (``_mux``), sent and read in
-the calling thread; the request is the same message a view sends. A client
+the calling thread; the request is the same message a view sends, and the
+engines publish no IOPub status for it (``_ipp_engine``). A client
 tunnelled over SSH sends through its own sockets instead
 (``Client.send_apply_request``, a future per chunk). Set-up calls
 (:meth:`IppTransport.call`) use a view.
@@ -28,7 +29,7 @@ from ipyparallel.serialize import PrePickled
 
 from .. import _engine
 from .._cache import MAX_ENTRIES
-from . import _mux
+from . import _ipp_engine, _mux
 from .base import EngineLost, Transport
 
 
@@ -36,6 +37,9 @@ from .base import EngineLost, Transport
 # on every call and rebuilt on the engine); a partial pickles it by reference,
 # "emcee_ipp._engine.evaluate", and PrePickled does that once for all calls.
 _EVALUATE = PrePickled(functools.partial(_engine.evaluate))
+# The same on the transport's own socket, whose session no one else uses: it
+# also turns off the engine's IOPub status for that session (_ipp_engine).
+_EVALUATE_QUIETLY = PrePickled(functools.partial(_ipp_engine.evaluate))
 
 
 class IppTransport(Transport):
@@ -72,7 +76,7 @@ class IppTransport(Transport):
         if self._mux is None:
             self._mux = _mux.open_for(self._client) or False
         if self._mux:
-            return self._mux.send(ident, _EVALUATE, args)
+            return self._mux.send(ident, _EVALUATE_QUIETLY, args)
         return self._client.send_apply_request(
             self._view(engine_id)._socket,  # noqa: SLF001 (the view's own mux socket)
             _EVALUATE, args, ident=ident,
