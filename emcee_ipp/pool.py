@@ -286,14 +286,13 @@ class IPyParallelPool:
         return ids
 
     def _prepare(self, engine_ids: list[int]) -> None:
-        """Import emcee_ipp on each engine and run the initializer there once."""
-        if self._init_payload is None:
-            calls = [self._control.call(e, _engine.pid) for e in engine_ids]
-        else:
-            calls = [
-                self._control.call(e, _engine.run_initializer, self._init_key, self._init_payload)
-                for e in engine_ids
-            ]
+        """Import emcee_ipp on each engine, run the initializer there once and,
+        on engines this pool started, set batch scheduling (``_engine.setup``)."""
+        calls = [
+            self._control.call(e, _engine.setup, self._init_key, self._init_payload,
+                               self._owned is not None)
+            for e in engine_ids
+        ]
         for eid, ar in zip(engine_ids, calls):
             try:
                 self.engine_pids[eid] = ar.get(timeout=self._setup_timeout())

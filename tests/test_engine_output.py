@@ -1,5 +1,8 @@
-"""Engines of owned clusters: output still reaches the client, flushes cost nothing when idle."""
+"""Engines of owned clusters: output still reaches the client, flushes cost nothing
+when idle, and every thread is batch work for the scheduler; ipp chunks publish no status."""
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -94,3 +97,33 @@ def test_ipp_map_chunks_publish_no_status_and_views_still_do(pools):
     assert [state for s, state in seen if s == mux_session] == []
     assert [state for s, state in seen if s == client.session.session] == ["busy", "idle"]
     assert "marker-quiet" in ar.stdout
+
+
+def _thread_policies() -> list[int]:
+    """On an engine: the scheduling policy of each of its threads."""
+    import os
+
+    policies = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            policies.append(os.sched_getscheduler(int(tid)))
+        except OSError:  # ended meanwhile
+            pass
+    return policies
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
+@pytest.mark.timeout(90)
+def test_owned_engines_are_batch_work_and_other_clusters_keep_their_policy(
+        pools, fresh_pool_on_external):
+    owned = pools("direct")
+    owned.map(abs, [-1.0, 2.0, -3.0, 4.0])  # the direct server's threads exist
+    for policies in owned.client[:].apply_sync(_thread_policies):
+        assert len(policies) > 3  # the kernel's, the heart's and the direct server's threads
+        assert set(policies) == {os.SCHED_BATCH}
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the client is left alone
+
+    external = fresh_pool_on_external
+    external.map(abs, [-1.0, 2.0, -3.0, 4.0])
+    for policies in external.client[:].apply_sync(_thread_policies):
+        assert set(policies) == {os.SCHED_OTHER}
