@@ -6,13 +6,14 @@ transport sends on its own socket (``_mux``) is an apply request of
 IOPub around every request, and each one travels engine -> controller hub
 -> every client, where it is checked and dropped: no one listens for the
 status of these requests (they come from the transport's own session, which
-no client or view shares). On 2 cores that cost ~1 ms of CPU per map over
-the engine's IOPub thread, the hub and the client's I/O thread, taken from
-the engines that compute: 10 ms log-prob, 6 interleaved rounds, 88.5 ->
-87.5 ms per map (every round lower; 2026-11-28, /tmp diagnostic, see the
-README's ipp section). So the first request from a session turns status
-off for that session's requests, and for no one else's: a view's requests,
-whose futures wait for the idle status, still get theirs.
+no client or view shares). On 2 cores that CPU, in the engine's IOPub
+thread, the hub and the client's I/O thread, came out of the engines' share.
+In one pool with status toggled per block of steps (medians of 6 rounds,
+2026-11-28; README, "Transports"), a map took 3.82 -> 2.96 ms on the
+quickstart, 15.1 -> 13.8 ms at 1 ms per log-prob, 86.9 -> 85.7 ms at 10 ms.
+So the first request from a session turns status off for that session's
+requests, and for no one else's: a view's requests, whose futures wait for
+the idle status, still get theirs.
 """
 from __future__ import annotations
 
