@@ -92,9 +92,10 @@ def _batch_scheduling() -> None:
     client, still sending a map's chunks to the other engines, or another
     engine about to sleep. Only for engines on the client's machine that the
     pool started (``IPyParallelPool`` asks; a user's cluster keeps its
-    policy). Interleaved A/B on 2 cores, medians of 5-8 rounds
-    (2026-11-28): quickstart 0.863 -> 0.847 ms per map; 8 engines sleeping
-    10 ms 23.31 -> 23.20; CPU-bound 1 ms and 10 ms (ipp) 0.2% lower.
+    policy). Interleaved A/B on 2 cores, medians of 5-10 rounds
+    (2026-11-28): quickstart (direct) 0.863 -> 0.847 and 0.863 -> 0.844 ms
+    per map; 8 engines sleeping 10 ms 23.31 -> 23.20; 10 ms (ipp) 84.83 ->
+    84.70; 1 ms (direct) within +-0.3% (README, "Running on a cluster").
     """
     if not hasattr(os, "SCHED_BATCH"):  # not Linux
         return

@@ -1,5 +1,6 @@
-"""Engines of owned clusters: output still reaches the client, flushes cost nothing
-when idle, and every thread is batch work for the scheduler; ipp chunks publish no status."""
+"""Engines: on owned clusters output still reaches the client, flushes cost nothing
+when idle, and every thread is batch work for the scheduler; on any cluster the
+ipp transport's chunks publish no status."""
 from __future__ import annotations
 
 import os
@@ -86,6 +87,8 @@ def test_ipp_map_chunks_publish_no_status_and_views_still_do(pools):
                 break
             except AssertionError:
                 continue
+        else:
+            pytest.fail("the IOPub subscription never saw a view's status")
         for _ in range(10):
             assert pool.map(abs, [-1.0, 2.0, -3.0, 4.0]) == [1.0, 2.0, 3.0, 4.0]
         ar = client[1].apply_async(print, "marker-quiet")
@@ -94,7 +97,9 @@ def test_ipp_map_chunks_publish_no_status_and_views_still_do(pools):
         ar.wait_for_output(timeout=30)
     finally:
         sub.close(linger=0)
-    assert [state for s, state in seen if s == mux_session] == []
+    # At most the busy/idle pair of the request that turned an engine's status
+    # off, if the first map reached only one engine; 10 maps would make >= 20.
+    assert len([state for s, state in seen if s == mux_session]) <= 2 * len(client.ids)
     assert [state for s, state in seen if s == client.session.session] == ["busy", "idle"]
     assert "marker-quiet" in ar.stdout
 
@@ -116,14 +121,61 @@ def _thread_policies() -> list[int]:
 @pytest.mark.timeout(90)
 def test_owned_engines_are_batch_work_and_other_clusters_keep_their_policy(
         pools, fresh_pool_on_external):
+    ours = os.sched_getscheduler(0)
     owned = pools("direct")
     owned.map(abs, [-1.0, 2.0, -3.0, 4.0])  # the direct server's threads exist
     for policies in owned.client[:].apply_sync(_thread_policies):
         assert len(policies) > 3  # the kernel's, the heart's and the direct server's threads
         assert set(policies) == {os.SCHED_BATCH}
-    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the client is left alone
+    assert os.sched_getscheduler(0) == ours  # the client is left alone
 
     external = fresh_pool_on_external
     external.map(abs, [-1.0, 2.0, -3.0, 4.0])
     for policies in external.client[:].apply_sync(_thread_policies):
         assert set(policies) == {os.SCHED_OTHER}
+
+
+class _FakeKernel:
+    """Just what _ipp_engine touches of an ipykernel Kernel: the current
+    request and ``_publish_status(status, channel, parent=None)``."""
+
+    def __init__(self):
+        self.current, self.published = None, []
+
+    def get_parent(self, channel="shell"):
+        return self.current
+
+    def _publish_status(self, status, channel, parent=None):
+        self.published.append((status, (parent or self.current)["header"]["msg_id"]))
+
+    def request(self, session, msg_id, through_ipp):
+        """What dispatch_shell does around a handler, the handler being
+        _ipp_engine.evaluate's first step when ``through_ipp``."""
+        from emcee_ipp.transport import _ipp_engine
+
+        self.current = {"header": {"session": session, "msg_id": msg_id}}
+        self._publish_status("busy", "shell")
+        if through_ipp:
+            _ipp_engine._quiet()
+        self._publish_status("idle", "shell", self.current)  # as _publish_status_and_flush
+
+
+def test_status_off_for_the_quiet_session_only_and_busy_always_meets_idle(monkeypatch):
+    from emcee_ipp.transport import _ipp_engine
+
+    kernel = _FakeKernel()
+    monkeypatch.setattr(_ipp_engine, "_kernel", lambda: kernel)
+    monkeypatch.setattr(_ipp_engine, "MAX_QUIET", 2)
+    kernel.request("pool-1", "a1", through_ipp=True)  # busy went out before: idle too
+    kernel.request("pool-1", "a2", through_ipp=True)
+    kernel.request("view", "v1", through_ipp=False)  # another session keeps its status
+    kernel._publish_status("busy", "shell", parent={"header": {"session": "pool-1", "msg_id": "a3"}})
+    assert kernel.published == [("busy", "a1"), ("idle", "a1"), ("busy", "v1"), ("idle", "v1")]
+    kernel.published.clear()
+    kernel.request("pool-2", "b1", through_ipp=True)
+    kernel.request("pool-3", "c1", through_ipp=True)  # the oldest, pool-1, is forgotten
+    kernel.request("pool-1", "a4", through_ipp=True)  # ... and quieted again, pair intact
+    kernel.request("pool-1", "a5", through_ipp=True)
+    assert kernel.published == [("busy", "b1"), ("idle", "b1"), ("busy", "c1"), ("idle", "c1"),
+                                ("busy", "a4"), ("idle", "a4")]
+    assert list(kernel._publish_status.sessions) == ["pool-3", "pool-1"]

@@ -12,20 +12,21 @@ In one pool with status toggled per block of steps (medians of 6 rounds,
 2026-11-28; README, "Transports"), a map took 3.82 -> 2.96 ms on the
 quickstart, 15.1 -> 13.8 ms at 1 ms per log-prob, 86.9 -> 85.7 ms at 10 ms.
 So the first request from a session turns status off for that session's
-requests, and for no one else's: a view's requests, whose futures wait for
-the idle status, still get theirs.
+later requests, and for no one else's: a view's requests, whose futures
+wait for the idle status, still get theirs. The kernel's method is wrapped
+on any cluster, the user's too, and stays wrapped after the pool closes
+(it only ever drops the status of the sessions it was given).
 """
 from __future__ import annotations
 
 from .. import _engine
 
-_QUIET: dict[str, None] = {}  # sessions whose requests publish no status, oldest first
-MAX_QUIET = 64  # one per pool that used this engine; the oldest are forgotten
+MAX_QUIET = 64  # sessions remembered per engine (one per pool that used it); oldest forgotten
 
 
 def evaluate(*args):
     """:func:`emcee_ipp._engine.evaluate`, with status off for the caller's session."""
-    _quiet(_current_session())
+    _quiet()
     return _engine.evaluate(*args)
 
 
@@ -34,35 +35,53 @@ def _kernel():
         from IPython import get_ipython
     except ImportError:
         return None
-    shell = get_ipython()
-    return getattr(shell, "kernel", None)
+    return getattr(get_ipython(), "kernel", None)
 
 
-def _current_session(kernel=None, channel="shell", parent=None) -> str | None:
-    """The session id of the request the kernel is handling (None if unknown)."""
-    kernel = kernel or _kernel()
-    try:
-        parent = parent or kernel.get_parent(channel)
-        return parent["header"]["session"]
-    except Exception:  # another ipykernel: status stays on
-        return None
+def _parent(kernel, channel="shell", parent=None) -> dict:
+    """The request the kernel is handling (``_publish_status``'s arguments)."""
+    return parent or kernel.get_parent(channel)
 
 
-def _quiet(session: str | None) -> None:
+def _quiet() -> None:
+    """Turn status off for the session of the request being handled.
+
+    The state lives on the wrapper the first call installs on the kernel
+    (``sessions``, and ``let_through``: the request that turned its session
+    quiet already published "busy", so its "idle" still goes out).
+    """
     kernel = _kernel()
-    if session is None or kernel is None or not hasattr(kernel, "_publish_status"):
+    if kernel is None or not hasattr(kernel, "_publish_status"):
         return
-    if session in _QUIET:
+    try:
+        parent = _parent(kernel)
+        session, msg_id = parent["header"]["session"], parent["header"]["msg_id"]
+    except Exception:  # another ipykernel: status stays on
         return
-    _QUIET[session] = None
-    while len(_QUIET) > MAX_QUIET:
-        del _QUIET[next(iter(_QUIET))]
-    if "_publish_status" not in vars(kernel):  # once per engine: wrap the kernel's method
-        publish = kernel._publish_status
+    publish = kernel._publish_status
+    if not hasattr(publish, "sessions"):  # once per engine: wrap the kernel's method
+        publish = _wrap(kernel, publish)
+    if session not in publish.sessions:
+        publish.sessions[session] = None
+        publish.let_through.add(msg_id)
+        while len(publish.sessions) > MAX_QUIET:
+            del publish.sessions[next(iter(publish.sessions))]
 
-        def _publish_status(status, *args, **kwargs):  # (status, channel, parent=None)
-            if _current_session(kernel, *args, **kwargs) in _QUIET:
-                return None
-            return publish(status, *args, **kwargs)
 
-        kernel._publish_status = _publish_status
+def _wrap(kernel, publish):
+    def _publish_status(status, *args, **kwargs):  # (status, channel, parent=None)
+        try:
+            header = _parent(kernel, *args, **kwargs)["header"]
+            quiet = header["session"] in _publish_status.sessions
+            if quiet and header["msg_id"] in _publish_status.let_through:
+                quiet = False
+                if status == "idle":
+                    _publish_status.let_through.discard(header["msg_id"])
+        except Exception:  # arguments this code does not know: status stays on
+            quiet = False
+        return None if quiet else publish(status, *args, **kwargs)
+
+    _publish_status.sessions = {}  # sessions whose requests publish no status, oldest first
+    _publish_status.let_through = set()  # msg_ids whose status still goes out
+    kernel._publish_status = _publish_status
+    return _publish_status

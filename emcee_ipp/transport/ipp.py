@@ -4,6 +4,7 @@ Runs on the client::
 
     submit ----> apply_request(_ipp_engine.evaluate, ...) to one engine
                    client -> controller (mux queue) -> engine kernel
+                   (_engine.evaluate on a client tunnelled over SSH)
     wait_first <- its apply_reply
                    engine -> controller -> client
 
