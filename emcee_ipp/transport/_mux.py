@@ -14,8 +14,8 @@ The messages are ipyparallel's own: the same apply requests a
 ``DirectView`` sends, signed with the cluster's key by a ``Session`` of our
 own (the client's is not thread-safe), to the queue a view uses, so the
 controller and the engines see nothing new (except that the engines publish
-no status for this session's requests: ``_ipp_engine``). A 50-item map of a trivial
-function went from 2.5-3.0 ms to 1.5-1.7 ms per call on 2 cores.
+no status for this session's requests: ``_ipp_engine``). A 50-item map of a
+trivial function went from 2.5-3.0 ms to 1.5-1.7 ms per call on 2 cores.
 
 A client tunnelled over SSH keeps its own path (the tunnel belongs to it):
 :func:`open_for` returns None and the transport uses the client's sockets.
