@@ -70,36 +70,50 @@ def main() -> None:
 
 def run_workload(w, args, ipp_pool, paired=None) -> list[dict]:
     """Every peer that runs the workload's full step count runs ``--repeat``
-    interleaved rounds (serial first in each), its ratio taken against the
-    serial run of its own round: this shared VM's speed drifts by 10-20% over
-    minutes, so peers compared in different minutes would compare the
-    minutes. Peers too slow for the full run (``w.peer_steps``) run once,
-    against the median serial time. Rows report the median ratio and all of them.
+    interleaved rounds, and in every round right after a serial run of its
+    own: its ratio is taken against that serial run, seconds before it. This
+    shared VM's speed drifts by 10-20% within a minute (serial runs of the
+    quickstart a minute apart took 1.31 to 2.15 s on 2026-11-28), so a peer
+    compared with a serial run a minute earlier, as the last peer of a round
+    was, compared the minutes. Peers too slow for the full run
+    (``w.peer_steps``) run once, against the median serial time. Rows report
+    the median ratio and all of them; the serial row, every serial run.
 
     With a ``paired`` workload, each of those peers runs it right before
-    ``w`` in every round, and the row also reports ``w``'s time per step
-    over the paired run's (``vs_paired``): the 50 MB run against the small
-    one, a minute apart at most."""
+    ``w`` in every round (after the serial run of ``w``), and the row also
+    reports ``w``'s time per step over the paired run's (``vs_paired``): the
+    50 MB run against the small one, a minute apart at most."""
     in_rounds = [p for p in PEERS if w.peer_steps is None or p in FULL_LENGTH]
     runs: dict[str, list] = {}
     vs_paired: dict[str, list] = {}
     reference = None
     serial_per_step = []
+
+    def serial_run():
+        nonlocal reference
+        seconds, chain = run_once(w, None, w.nsteps)
+        reference = chain if reference is None else reference
+        serial_per_step.append(seconds / w.nsteps)
+        runs.setdefault("serial", []).append((seconds, w.nsteps, 1.0, chain))
+
     for _ in range(args.repeat):
-        for name in in_rounds:  # serial first
+        for name in in_rounds:
+            if name != "serial":
+                serial_run()  # the reference right beside this peer's run
             if paired is not None:
                 with peer(name, args.engines, ipp_pool) as pool:
                     before, _ = run_once(paired, pool, paired.nsteps)
-            with peer(name, args.engines, ipp_pool) as pool:
-                seconds, chain = run_once(w, pool, w.nsteps)
+            if name == "serial":
+                serial_run()
+                seconds = runs["serial"][-1][0]
+            else:
+                with peer(name, args.engines, ipp_pool) as pool:
+                    seconds, chain = run_once(w, pool, w.nsteps)
+                runs.setdefault(name, []).append(
+                    (seconds, w.nsteps, seconds / w.nsteps / serial_per_step[-1], chain))
             if paired is not None:
                 vs_paired.setdefault(name, []).append(  # per step
                     (seconds / w.nsteps) / (before / paired.nsteps))
-            if name == "serial":
-                reference = chain if reference is None else reference
-                serial_per_step.append(seconds / w.nsteps)
-            runs.setdefault(name, []).append(
-                (seconds, w.nsteps, seconds / w.nsteps / serial_per_step[-1], chain))
     median_serial = statistics.median(serial_per_step)
     for name in PEERS:
         if name not in in_rounds:
