@@ -1,4 +1,5 @@
-"""Code that runs on the engines, never on the client.
+"""Code that runs on the engines (and :func:`run_chunk`, for the pool's
+``client_computes``, on the client too).
 
 The client sends these functions by reference (``emcee_ipp._engine.<name>``),
 so each message carries only a token, the walker positions and, the first
@@ -44,6 +45,16 @@ def evaluate(token: str, payload: bytes | memoryview | None, chunk, max_entries:
             _CACHE.popitem(last=False)
     else:
         _CACHE.move_to_end(token)
+    return run_chunk(fn, chunk)
+
+
+def run_chunk(fn, chunk) -> tuple:
+    """``fn`` on every item of ``chunk``: ``("ok", kind, data, seconds)``, or
+    ``("error", index, type, message, traceback)`` for the first item that raised.
+
+    Runs on the engines (:func:`evaluate`), and on the client for its own
+    chunk when the pool has ``client_computes=True``.
+    """
     start = time.perf_counter()
     results: list = []
     append = results.append

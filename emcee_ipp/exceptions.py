@@ -67,21 +67,23 @@ class RemoteLogProbError(EmceeIppError, RuntimeError):
 
     Attributes
     ----------
-    engine_id : int
-        The ipyparallel engine id on which the call failed.
+    engine_id : int or None
+        The ipyparallel engine id on which the call failed; None for the
+        client's own share (``client_computes=True``).
     params : object
         The walker's parameters (the item of the map's iterable) that failed.
     type_name, remote_message : str
         The original exception's type name and message.
     """
 
-    def __init__(self, engine_id: int, params, type_name: str, message: str):
+    def __init__(self, engine_id: int | None, params, type_name: str, message: str):
         self.engine_id = engine_id
         self.params = params
         self.type_name = type_name
         self.remote_message = message
+        where = "in the client's share" if engine_id is None else f"on engine {engine_id}"
         super().__init__(
-            f"log-prob raised {type_name}: {message!s} on engine {engine_id} "
+            f"log-prob raised {type_name}: {message!s} {where} "
             f"for walker parameters {params!r}. The remote traceback is "
             "attached as __cause__; fix the log-prob, or make it return -np.inf "
             "for parameters it cannot evaluate."

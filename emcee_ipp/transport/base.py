@@ -69,27 +69,44 @@ class Transport(ABC):
         engines: list[int],
         timeout: float | None,
         alive: Callable[[], list[int]],
+        local: Callable[[Any], tuple] | None = None,
     ) -> list:
         """Evaluate every chunk; return ``(engine_id, reply)`` per chunk, in chunk order.
 
         The first chunks go to ``engines`` in order; each further chunk goes
-        to the first engine that finishes. After an error reply the list is
-        returned at once, with None for chunks not finished.
+        to the first engine that finishes. With ``local`` (the pool's
+        ``client_computes``), the client evaluates the last chunk itself,
+        ``local(chunk)``, once the others are sent, and later ones whenever
+        no engine is free; its replies carry the engine id None. After an
+        error reply the list is returned at once, with None for chunks not
+        finished.
         """
         pending = deque(range(len(bounds)))
+        mine = pending.pop() if local is not None else None  # the client's next chunk
         idle = deque(engines)
         inflight: dict = {}  # handle -> (chunk index, engine id)
         lost: set = set()  # engines lost during this map
         replies: list = [None] * len(bounds)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            while pending or inflight:
+            while pending or inflight or mine is not None:
                 while pending and idle:
                     eid, i = idle.popleft(), pending.popleft()
                     a, b = bounds[i]
                     payload = None if eid in entry.engines else entry.payload
                     inflight[self.submit(eid, entry.token, payload, items[a:b])] = (i, eid)
-                wake = WAKE_S if deadline is None else min(WAKE_S, max(0.0, deadline - time.monotonic()))
+                if mine is not None:  # the engines compute meanwhile
+                    a, b = bounds[mine]
+                    replies[mine] = (None, local(items[a:b]))
+                    if replies[mine][1][0] == "error":
+                        return replies
+                    mine = None
+                    if not inflight:
+                        mine = pending.pop() if pending else None
+                        continue
+                    wake = 0.0  # collect what finished meanwhile, then go on
+                else:
+                    wake = WAKE_S if deadline is None else min(WAKE_S, max(0.0, deadline - time.monotonic()))
                 done = self.wait_first(list(inflight), wake)
                 for handle, reply in done:
                     if handle not in inflight:  # sent by a map interrupted before it held the handle
@@ -109,7 +126,9 @@ class Transport(ABC):
                         if reply[0] == "error":
                             return replies  # the caller raises; late replies are dropped
                         idle.append(eid)
-                if not done:
+                if local is not None and pending and not idle:
+                    mine = pending.pop()  # every engine is busy: the client takes one
+                elif not done:
                     self._check(inflight, idle, pending, alive, deadline, timeout, lost)
                 elif pending and not idle:
                     self._recruit(inflight, idle, alive(), lost)

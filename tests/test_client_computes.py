@@ -1,0 +1,124 @@
+"""``client_computes=True``: the client evaluates a share of each map itself.
+
+Each test turns the option on in the shared pool of each transport, with a
+new chunk policy: a map of ``n`` items first goes out as one chunk per
+engine, the last of which the client keeps.
+"""
+from __future__ import annotations
+
+import os
+
+import emcee
+import numpy as np
+import pytest
+
+import helpers
+from emcee_ipp import IPyParallelPool, MapTimeoutError, RemoteLogProbError
+from emcee_ipp import _quickstart as qs
+from emcee_ipp._chunking import ChunkPolicy
+
+TRANSPORTS = ["direct", "ipp"]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def computing(request, pools):
+    """The shared pool of each transport, with client_computes=True and a new
+    chunk policy (restored after the test)."""
+    pool = pools(request.param)
+    policy, pool._policy = pool._policy, ChunkPolicy()  # noqa: SLF001
+    pool.client_computes = True
+    try:
+        yield pool
+    finally:
+        pool.client_computes = False
+        pool._policy = policy  # noqa: SLF001
+
+
+def _chain(pool, log_prob, nwalkers=32, nsteps=60, **kwargs):
+    sampler = emcee.EnsembleSampler(nwalkers, 3, log_prob, pool=pool, **kwargs)
+    sampler.random_state = np.random.RandomState(1234).get_state()
+    sampler.run_mcmc(qs.start_positions(nwalkers), nsteps)
+    return sampler
+
+
+def test_quickstart_chain_identical_to_serial(computing):
+    data = qs.make_data()
+    serial, pooled = _chain(None, qs.lnprob, args=data), _chain(computing, qs.lnprob, args=data)
+    assert np.array_equal(serial.get_chain(), pooled.get_chain())
+    assert np.array_equal(serial.get_log_prob(), pooled.get_log_prob())
+
+
+def test_client_and_engines_share_the_work_and_the_chain_stays_identical(computing):
+    serial = _chain(None, helpers.slow_gaussian_with_pid, nsteps=20, args=(1e-4,))
+    pooled = _chain(computing, helpers.slow_gaussian_with_pid, nsteps=20, args=(1e-4,))
+    assert np.array_equal(serial.get_chain(), pooled.get_chain())
+    assert np.array_equal(serial.get_log_prob(), pooled.get_log_prob())
+    pids = set(np.unique(pooled.get_blobs()).tolist())
+    assert os.getpid() in pids  # the client computed
+    assert pids - {os.getpid()}  # and so did engines
+    assert pids <= {os.getpid(), *computing.engine_pids.values()}
+
+
+def test_first_map_the_client_keeps_the_last_chunk(computing):
+    x = np.random.default_rng(3).normal(size=(8, 3))  # 2 chunks of 4: an engine's, the client's
+    got = computing.map(helpers.gaussian_with_blobs, x)
+    assert [g[:2] for g in got] == [w[:2] for w in map(helpers.gaussian_with_blobs, x)]
+    pids = [g[2] for g in got]
+    assert pids[4:] == [os.getpid()] * 4
+    assert set(pids[:4]) <= set(computing.engine_pids.values()) and len(set(pids[:4])) == 1
+
+
+def test_a_single_item_runs_in_the_client(computing):
+    (got,) = computing.map(helpers.gaussian_with_blobs, np.ones((1, 3)))
+    assert got[2] == os.getpid()
+
+
+@pytest.mark.parametrize("func", [helpers.gaussian, helpers.gaussian_np, helpers.returns_int])
+def test_results_match_builtin_map(computing, func):
+    x = np.random.default_rng(4).normal(size=(51, 3))
+    got, want = computing.map(func, x), list(map(func, x))
+    assert [type(g) for g in got] == [type(w) for w in want]
+    assert got == want
+
+
+def test_error_in_the_clients_share_names_it(computing):
+    x = np.ones((8, 3))
+    x[6, 0] = -2.5  # in the last chunk: the client's
+    with pytest.raises(RemoteLogProbError, match="in the client's share") as info:
+        computing.map(helpers.raises_on_negative, x)
+    assert info.value.engine_id is None
+    assert np.array_equal(info.value.params, x[6])
+    assert "raises_on_negative" in info.value.__cause__.tb
+
+
+def test_error_on_an_engine_still_names_the_engine(computing):
+    x = np.ones((8, 3))
+    x[1, 0] = -2.5  # in the first chunk: an engine's
+    with pytest.raises(RemoteLogProbError) as info:
+        computing.map(helpers.raises_on_negative, x)
+    assert info.value.engine_id in computing.client.ids
+
+
+@pytest.mark.timeout(60)
+def test_timeout_still_stops_an_engine_chunk(computing):
+    x = np.ones((8, 3))
+    x[0, 0] = -1.0  # an engine's chunk hangs; the client's returns at once
+    computing.timeout = 2.0
+    try:
+        with pytest.raises(MapTimeoutError):
+            computing.map(helpers.hang_if_negative, x)
+    finally:
+        computing.timeout = None
+    assert computing.map(helpers.gaussian, np.ones((8, 3))) == [-1.5] * 8
+
+
+def test_initializer_runs_in_the_client_too(pools):
+    shared = pools("direct")
+    old = helpers.get_engine_value() if hasattr(helpers, "_ENGINE_VALUE") else None
+    try:
+        with IPyParallelPool(client=shared.client, client_computes=True,
+                             initializer=helpers.set_engine_value, initargs=(41,)) as pool:
+            assert helpers.get_engine_value() == 41
+            assert pool.map(helpers.read_engine_value, np.zeros((8, 3))) == [41] * 8
+    finally:
+        helpers._ENGINE_VALUE = old  # noqa: SLF001
