@@ -18,6 +18,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 os.environ["PYTHONPATH"] = os.pathsep.join([HERE] + sys.path)
 
 from emcee_ipp import _quickstart as qs  # noqa: E402
+from emcee_ipp._chunking import ChunkPolicy  # noqa: E402
 
 
 def busy(theta, seconds):
@@ -96,6 +97,9 @@ def workloads(scale: float = 1.0) -> dict[str, Workload]:
     }
 
 
+_CLIENT_COMPUTES_POLICY = ChunkPolicy()
+
+
 @contextmanager
 def peer(name: str, n: int, ipp_pool=None):
     """Yield the ``pool=`` object for the peer ``name`` with ``n`` workers."""
@@ -136,6 +140,17 @@ def peer(name: str, n: int, ipp_pool=None):
         yield view
     elif name == "IPyParallelPool (direct)":
         yield ipp_pool
+    elif name == "IPyParallelPool (direct, client computes)":
+        # The same pool, the client evaluating a share of each map itself,
+        # with a chunk policy of its own that, like the pool's, learns on
+        # from one run to the next.
+        policy, ipp_pool._policy = ipp_pool._policy, _CLIENT_COMPUTES_POLICY  # noqa: SLF001
+        ipp_pool.client_computes = True
+        try:
+            yield ipp_pool
+        finally:
+            ipp_pool.client_computes = False
+            ipp_pool._policy = policy  # noqa: SLF001
     elif name == "IPyParallelPool (ipp)":
         # The same engines, through ipyparallel's own messages.
         from emcee_ipp import IPyParallelPool
@@ -147,7 +162,8 @@ def peer(name: str, n: int, ipp_pool=None):
 
 
 # The peers that always run a workload's full step count.
-FULL_LENGTH = ("serial", "IPyParallelPool (direct)", "IPyParallelPool (ipp)")
+FULL_LENGTH = ("serial", "IPyParallelPool (direct)", "IPyParallelPool (ipp)",
+               "IPyParallelPool (direct, client computes)")
 
 PEERS = [
     "serial",
@@ -157,4 +173,5 @@ PEERS = [
     "DirectView, pool's engines",
     "IPyParallelPool (ipp)",
     "IPyParallelPool (direct)",
+    "IPyParallelPool (direct, client computes)",
 ]

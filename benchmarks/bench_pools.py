@@ -136,11 +136,11 @@ def run_workload(w, args, ipp_pool, paired=None) -> list[dict]:
                        vs_paired_runs=vs_paired[name])
         rows.append(row)
         spread = "" if len(ratios) == 1 else f" (runs {min(ratios):.2f}-{max(ratios):.2f})"
-        print(f"{w.name:<26}{name:<28}{nsteps:5d} steps {row['seconds']:8.2f} s"
+        print(f"{w.name:<26}{name:<42}{nsteps:5d} steps {row['seconds']:8.2f} s"
               f" {row['ratio']:6.2f}x serial{spread:<19} identical={row['identical']}", flush=True)
         if name in vs_paired:
             v = vs_paired[name]
-            print(f"{'':<26}{'':<28}{'':>5}  its wall time / the {paired.name} run before it:"
+            print(f"{'':<26}{'':<42}{'':>5}  its wall time / the {paired.name} run before it:"
                   f" {row['vs_paired']:.2f} (runs {min(v):.2f}-{max(v):.2f})", flush=True)
     return rows
 
