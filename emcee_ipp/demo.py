@@ -1,4 +1,5 @@
-"""Run the seed's quickstart serially, through IPyParallelPool, and split.
+"""Run the seed's quickstart serially, through IPyParallelPool (also with
+``client_computes=True``), and split.
 
 Runs on the client. Prints wall time, the ratio to serial, whether the pooled
 chain is bit-identical to the serial one, the split run's R-hat, and the
@@ -57,6 +58,15 @@ def run(args: argparse.Namespace) -> int:
         rows.append((f"IPyParallelPool (n={pool.size})", t_pool, same,
                      pooled.get_chain(discard=burn, flat=True), None))
 
+        # The same pool, the client evaluating a share of each map too.
+        pool.client_computes = True
+        shared = _sampler(args.walkers, pool)
+        t_shared = _timed_run(shared, p0, args)
+        pool.client_computes = False
+        rows.append(("  with client_computes=True", t_shared,
+                     np.array_equal(shared.get_chain(), reference),
+                     shared.get_chain(discard=burn, flat=True), None))
+
         # Same total samples: n ensembles of steps/n steps each, in parallel.
         n = pool.size
         t0 = time.perf_counter()
@@ -105,8 +115,9 @@ def _corner(rows, path) -> None:
         raise ImportError(
             "--plot needs corner and matplotlib: pip install 'emcee_ipp[demo]'"
         ) from exc
-    # The pooled chain is identical to the serial one: dashed, drawn over it.
-    styles = [("k", "-", 2.5), ("tab:blue", "--", 1.2), ("tab:orange", "-", 1.2)]
+    # The pooled chains are identical to the serial one: dashed and dotted, drawn over it.
+    styles = [("k", "-", 2.5), ("tab:blue", "--", 1.2), ("tab:green", ":", 1.2),
+              ("tab:orange", "-", 1.2)]
     fig = None
     for (_, _, _, flat, _), (color, ls, lw) in zip(rows, styles):
         fig = corner.corner(
