@@ -144,13 +144,16 @@ def peer(name: str, n: int, ipp_pool=None):
         # The same pool, the client evaluating a share of each map itself,
         # with a chunk policy of its own that, like the pool's, learns on
         # from one run to the next.
+        # (_unrecorded: the last map's cycle, which the other policy's map
+        # began, is not this policy's to learn from.)
         policy, ipp_pool._policy = ipp_pool._policy, _CLIENT_COMPUTES_POLICY  # noqa: SLF001
+        ipp_pool._unrecorded = None  # noqa: SLF001
         ipp_pool.client_computes = True
         try:
             yield ipp_pool
         finally:
             ipp_pool.client_computes = False
-            ipp_pool._policy = policy  # noqa: SLF001
+            ipp_pool._policy, ipp_pool._unrecorded = policy, None  # noqa: SLF001
     elif name == "IPyParallelPool (ipp)":
         # The same engines, through ipyparallel's own messages.
         from emcee_ipp import IPyParallelPool

@@ -132,7 +132,8 @@ class IPyParallelPool:
         self._init_payload = None
         if initializer is not None:
             self._init_payload = cloudpickle.dumps((initializer, tuple(initargs)))
-        self.client_computes = bool(client_computes)
+        self._initializer = None if initializer is None else (initializer, tuple(initargs))
+        self._client_computes = False
 
         if client is None and cluster is None and profile is None and cluster_id is None:
             n = usable_cores() if n is None else n
@@ -162,8 +163,7 @@ class IPyParallelPool:
             if transport != "ipp":
                 self._open_direct(transport == "direct", start_timeout)
             self._engines()
-            if self.client_computes and initializer is not None:
-                initializer(*initargs)  # after the engines': a failure there is reported first
+            self.client_computes = client_computes  # after the engines' initializer
         except BaseException:
             self.close()
             raise
@@ -208,9 +208,12 @@ class IPyParallelPool:
             return []
         entry = self._cache.get(func)
         engines = self._engines()
-        bounds = chunk_bounds(len(items), self._policy.n_chunks(len(items), len(engines)))
-        # With client_computes the client takes the last chunk, in the place of an engine.
-        local = functools.partial(_engine.run_chunk, func) if self.client_computes else None
+        # With client_computes the client works in the place of an engine
+        # (so n engines keep n processes computing), or beside the only one.
+        workers = max(len(engines), 2) if self._client_computes else len(engines)
+        bounds = chunk_bounds(len(items), self._policy.n_chunks(len(items), workers))
+        # With client_computes the client takes the last chunk.
+        local = functools.partial(_engine.run_chunk, func) if self._client_computes else None
         n_remote = len(bounds) - (local is not None)
         start = self._next_engine % len(engines) if self._transport.rotate_engines else 0
         targets = (engines[start:] + engines[:start])[:n_remote]
@@ -237,9 +240,24 @@ class IPyParallelPool:
         for eid, reply in replies:
             busy[eid] = busy.get(eid, 0.0) + reply[3]
             longest = max(longest, reply[3])
-        slack = max(busy.values()) - sum(busy.values()) / len(engines)
+        slack = max(busy.values()) - sum(busy.values()) / workers
         self._unrecorded = (len(items), len(bounds), t0, longest, slack)
         return results
+
+    @property
+    def client_computes(self) -> bool:
+        """Whether this process evaluates a share of each map (see the
+        class docstring). Turning it on runs the pool's initializer here,
+        once."""
+        return self._client_computes
+
+    @client_computes.setter
+    def client_computes(self, value: bool) -> None:
+        if value and self._initializer is not None:
+            initializer, initargs = self._initializer
+            initializer(*initargs)
+            self._initializer = None  # once
+        self._client_computes = bool(value)
 
     def _record_last_map(self, now: float) -> None:
         """Tell the chunk policy how long the last map's cycle took: from its

@@ -207,3 +207,10 @@ def mpi_rank_and_size():
 
 def slurm_job_id():
     return os.environ.get("SLURM_JOB_ID")
+
+
+def slow_except_in(x, pid, delay=0.2):
+    """The log-prob and the pid that ran it; sleeps ``delay`` s unless run by process ``pid``."""
+    if os.getpid() != pid:
+        time.sleep(delay)
+    return -0.5 * float(np.dot(x, x)), os.getpid()

@@ -6,6 +6,7 @@ engine, the last of which the client keeps.
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import emcee
@@ -26,12 +27,26 @@ def computing(request, pools):
     chunk policy (restored after the test)."""
     pool = pools(request.param)
     policy, pool._policy = pool._policy, ChunkPolicy()  # noqa: SLF001
+    pool._unrecorded = None  # noqa: SLF001 (the last map's cycle is the old policy's)
     pool.client_computes = True
     try:
         yield pool
     finally:
         pool.client_computes = False
-        pool._policy = policy  # noqa: SLF001
+        pool._policy, pool._unrecorded = policy, None  # noqa: SLF001
+
+
+class _Chunks:
+    """A chunk policy that always splits a map into ``k`` chunks."""
+
+    def __init__(self, k):
+        self.k = k
+
+    def n_chunks(self, n_items, n_engines):
+        return self.k
+
+    def record(self, *args):
+        pass
 
 
 def _chain(pool, log_prob, nwalkers=32, nsteps=60, **kwargs):
@@ -120,5 +135,35 @@ def test_initializer_runs_in_the_client_too(pools):
                              initializer=helpers.set_engine_value, initargs=(41,)) as pool:
             assert helpers.get_engine_value() == 41
             assert pool.map(helpers.read_engine_value, np.zeros((8, 3))) == [41] * 8
+    finally:
+        helpers._ENGINE_VALUE = old  # noqa: SLF001
+
+
+def test_client_takes_further_chunks_while_every_engine_is_busy(computing):
+    """6 chunks of 2 on 2 engines: the engines take the first two and sleep
+    0.4 s on them; the client keeps the last and, every engine being busy,
+    takes the three left as well (its own items cost nothing)."""
+    computing._policy = _Chunks(6)  # noqa: SLF001
+    x = np.random.default_rng(5).normal(size=(12, 3))
+    got = computing.map(functools.partial(helpers.slow_except_in, pid=os.getpid()), x)
+    assert [g[0] for g in got] == [-0.5 * float(np.dot(r, r)) for r in x]
+    pids = [g[1] for g in got]
+    assert pids[4:] == [os.getpid()] * 8
+    assert set(pids[:4]) <= set(computing.engine_pids.values())
+
+
+def test_turning_it_on_later_runs_the_initializer_here_once(pools):
+    shared = pools("direct")
+    old = helpers.get_engine_value()
+    try:
+        with IPyParallelPool(client=shared.client, initializer=helpers.set_engine_value,
+                             initargs=(43,)) as pool:
+            helpers.set_engine_value(None)
+            pool.client_computes = True
+            assert helpers.get_engine_value() == 43
+            helpers.set_engine_value(None)
+            pool.client_computes = False
+            pool.client_computes = True
+            assert helpers.get_engine_value() is None  # once only
     finally:
         helpers._ENGINE_VALUE = old  # noqa: SLF001

@@ -117,10 +117,10 @@ def interrupt(request_ids=None) -> bool:
         busy = _SERVER.get("busy")
         if busy is None or (request_ids is not None and busy[1] not in request_ids):
             return False
+        _RAISED.add(busy[0])
         ctypes.pythonapi.PyThreadState_SetAsyncExc(
             ctypes.c_ulong(busy[0]), ctypes.py_object(KeyboardInterrupt)
         )
-        _RAISED.add(busy[0])
     return True
 
 

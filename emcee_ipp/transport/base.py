@@ -44,6 +44,11 @@ class Transport(ABC):
         an :class:`EngineLost` instance.
         """
 
+    def sending(self) -> bool:
+        """Whether requests are still going out (the client then sends before
+        it computes a chunk of its own: engines must not wait for their bytes)."""
+        return False
+
     def forget(self, handles: list) -> None:
         """Stop tracking ``handles`` whose replies will never be read."""
 
@@ -76,8 +81,9 @@ class Transport(ABC):
         The first chunks go to ``engines`` in order; each further chunk goes
         to the first engine that finishes. With ``local`` (the pool's
         ``client_computes``), the client evaluates the last chunk itself,
-        ``local(chunk)``, once the others are sent, and later ones whenever
-        no engine is free; its replies carry the engine id None. After an
+        ``local(chunk)``, once the others are sent (:meth:`sending`), and
+        later ones whenever no engine is free, a lost engine's chunk
+        included; its replies carry the engine id None. After an
         error reply the list is returned at once, with None for chunks not
         finished.
         """
@@ -95,7 +101,7 @@ class Transport(ABC):
                     a, b = bounds[i]
                     payload = None if eid in entry.engines else entry.payload
                     inflight[self.submit(eid, entry.token, payload, items[a:b])] = (i, eid)
-                if mine is not None:  # the engines compute meanwhile
+                if mine is not None and not self.sending():  # the engines compute meanwhile
                     a, b = bounds[mine]
                     replies[mine] = (None, local(items[a:b]))
                     if replies[mine][1][0] == "error":
@@ -126,12 +132,13 @@ class Transport(ABC):
                         if reply[0] == "error":
                             return replies  # the caller raises; late replies are dropped
                         idle.append(eid)
-                if local is not None and pending and not idle:
-                    mine = pending.pop()  # every engine is busy: the client takes one
-                elif not done:
-                    self._check(inflight, idle, pending, alive, deadline, timeout, lost)
-                elif pending and not idle:
+                if done and pending and not idle:
                     self._recruit(inflight, idle, alive(), lost)
+                elif not done and (local is None or inflight or not pending):
+                    # (with nothing in flight, the client finishes the map itself)
+                    self._check(inflight, idle, pending, alive, deadline, timeout, lost)
+                if local is not None and mine is None and pending and not idle:
+                    mine = pending.pop()  # every engine is busy: the client takes one
         finally:
             if inflight:
                 self.forget(list(inflight))

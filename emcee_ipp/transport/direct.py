@@ -335,6 +335,9 @@ class DirectTransport(Transport):
                 break
         return got
 
+    def sending(self):
+        return bool(self._outbox)
+
     def forget(self, handles):
         for rid in handles:
             awaited = self._awaited.pop(rid, None)
