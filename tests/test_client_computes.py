@@ -167,3 +167,15 @@ def test_turning_it_on_later_runs_the_initializer_here_once(pools):
             assert helpers.get_engine_value() is None  # once only
     finally:
         helpers._ENGINE_VALUE = old  # noqa: SLF001
+
+
+@pytest.mark.timeout(120)
+def test_a_new_function_with_large_data_first_map(computing):
+    """A function whose 40 MB must reach the engine first (the client waits
+    for it to go out before computing its own chunk): the first map's
+    results, and the next's, are whole and in order."""
+    fn = helpers.CountingLogProb(scale=2.0, data=np.zeros(5 * 2**20))
+    x = np.random.default_rng(7).normal(size=(8, 3))
+    want = list(map(fn, x))
+    assert computing.map(fn, x) == want
+    assert computing.map(fn, x) == want
