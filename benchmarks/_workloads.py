@@ -18,7 +18,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 os.environ["PYTHONPATH"] = os.pathsep.join([HERE] + sys.path)
 
 from emcee_ipp import _quickstart as qs  # noqa: E402
-from emcee_ipp._chunking import ChunkPolicy  # noqa: E402
 
 
 def busy(theta, seconds):
@@ -97,9 +96,6 @@ def workloads(scale: float = 1.0) -> dict[str, Workload]:
     }
 
 
-_CLIENT_COMPUTES_POLICY = ChunkPolicy()
-
-
 @contextmanager
 def peer(name: str, n: int, ipp_pool=None):
     """Yield the ``pool=`` object for the peer ``name`` with ``n`` workers."""
@@ -141,19 +137,14 @@ def peer(name: str, n: int, ipp_pool=None):
     elif name == "IPyParallelPool (direct)":
         yield ipp_pool
     elif name == "IPyParallelPool (direct, client computes)":
-        # The same pool, the client evaluating a share of each map itself,
-        # with a chunk policy of its own that, like the pool's, learns on
-        # from one run to the next.
-        # (_unrecorded: the last map's cycle, which the other policy's map
-        # began, is not this policy's to learn from.)
-        policy, ipp_pool._policy = ipp_pool._policy, _CLIENT_COMPUTES_POLICY  # noqa: SLF001
-        ipp_pool._unrecorded = None  # noqa: SLF001
+        # The same pool, the client evaluating a share of each map itself
+        # (the pool keeps a chunk policy per setting, learning on from one
+        # run to the next).
         ipp_pool.client_computes = True
         try:
             yield ipp_pool
         finally:
             ipp_pool.client_computes = False
-            ipp_pool._policy, ipp_pool._unrecorded = policy, None  # noqa: SLF001
     elif name == "IPyParallelPool (ipp)":
         # The same engines, through ipyparallel's own messages.
         from emcee_ipp import IPyParallelPool

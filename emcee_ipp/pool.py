@@ -124,6 +124,9 @@ class IPyParallelPool:
         self.timeout = timeout
         self._cache = FunctionCache()
         self._policy = ChunkPolicy()
+        # The other setting of client_computes learns its chunk count apart
+        # (a count means other work for the engines there); swapped on toggling.
+        self._other_policy = ChunkPolicy()
         self._unrecorded = None  # the last map's (items, chunks, start, compute s, slack s)
         self._next_engine = 0  # round-robin start, for transports that rotate engines
         self._ready: set[int] = set()  # engines that passed _prepare
@@ -248,16 +251,20 @@ class IPyParallelPool:
     def client_computes(self) -> bool:
         """Whether this process evaluates a share of each map (see the
         class docstring). Turning it on runs the pool's initializer here,
-        once."""
+        once. Each setting keeps its own chunk policy."""
         return self._client_computes
 
     @client_computes.setter
     def client_computes(self, value: bool) -> None:
+        value = bool(value)
         if value and self._initializer is not None:
             initializer, initargs = self._initializer
             initializer(*initargs)
             self._initializer = None  # once
-        self._client_computes = bool(value)
+        if value != self._client_computes:
+            self._policy, self._other_policy = self._other_policy, self._policy
+            self._unrecorded = None  # the last map's cycle belongs to the other setting
+        self._client_computes = value
 
     def _record_last_map(self, now: float) -> None:
         """Tell the chunk policy how long the last map's cycle took: from its

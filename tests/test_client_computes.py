@@ -24,16 +24,14 @@ TRANSPORTS = ["direct", "ipp"]
 @pytest.fixture(params=TRANSPORTS)
 def computing(request, pools):
     """The shared pool of each transport, with client_computes=True and a new
-    chunk policy (restored after the test)."""
+    chunk policy for that setting (turned off after the test)."""
     pool = pools(request.param)
-    policy, pool._policy = pool._policy, ChunkPolicy()  # noqa: SLF001
-    pool._unrecorded = None  # noqa: SLF001 (the last map's cycle is the old policy's)
-    pool.client_computes = True
+    pool.client_computes = True  # (the pool swaps in this setting's own policy)
+    pool._policy = ChunkPolicy()  # noqa: SLF001 (a new one for each test)
     try:
         yield pool
     finally:
         pool.client_computes = False
-        pool._policy, pool._unrecorded = policy, None  # noqa: SLF001
 
 
 class _Chunks:
@@ -129,7 +127,7 @@ def test_timeout_still_stops_an_engine_chunk(computing):
 
 def test_initializer_runs_in_the_client_too(pools):
     shared = pools("direct")
-    old = helpers.get_engine_value() if hasattr(helpers, "_ENGINE_VALUE") else None
+    old = helpers.get_engine_value()
     try:
         with IPyParallelPool(client=shared.client, client_computes=True,
                              initializer=helpers.set_engine_value, initargs=(41,)) as pool:
