@@ -209,6 +209,20 @@ def slurm_job_id():
     return os.environ.get("SLURM_JOB_ID")
 
 
+class StampedLogProb:
+    """A log-prob carrying ``data`` (say, 40 MB) that returns its value, the
+    pid that ran it and when it started; sleeps ``delay`` s in process ``pid``."""
+
+    def __init__(self, data, pid, delay):
+        self.data, self.pid, self.delay = data, pid, delay
+
+    def __call__(self, x):
+        start = time.time()  # one clock for every process on this machine
+        if os.getpid() == self.pid:
+            time.sleep(self.delay)
+        return -0.5 * float(np.dot(x, x)), os.getpid(), start
+
+
 def slow_except_in(x, pid, delay=0.2):
     """The log-prob and the pid that ran it; sleeps ``delay`` s unless run by process ``pid``."""
     if os.getpid() != pid:

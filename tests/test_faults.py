@@ -43,13 +43,16 @@ def _serial_and_pooled(pool, nsteps=40, kill=None):
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("transport", ["direct", "ipp", "ipp-client-sockets"])
+@pytest.mark.parametrize("transport", ["direct", "ipp", "ipp-client-sockets",
+                                       "direct-client-computes", "ipp-client-computes"])
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "stopped"])
 def test_engine_lost_mid_run_chain_still_identical(transport, how):
     """An engine killed (or silently stopped: a lost host) during emcee's run:
-    its chunks go to the survivor and the chain equals the serial one. A
-    stopped engine is noticed when it misses 20 heartbeats of 100 ms (2 s)."""
-    with IPyParallelPool(2, transport=transport.split("-")[0]) as pool:
+    its chunks go to the survivor (with client_computes, to the survivor or
+    the client) and the chain equals the serial one. A stopped engine is
+    noticed when it misses 20 heartbeats of 100 ms (2 s)."""
+    with IPyParallelPool(2, transport=transport.split("-")[0],
+                         client_computes=transport.endswith("client-computes")) as pool:
         if transport == "ipp-client-sockets":  # the path of a client tunnelled over SSH
             pool._transport._mux = False  # noqa: SLF001
         victim = pool.engine_pids[pool.client.ids[0]]
