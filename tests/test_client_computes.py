@@ -182,19 +182,19 @@ def test_a_new_function_with_large_data_first_map(computing):
 @pytest.mark.timeout(120)
 def test_the_client_computes_only_once_a_large_request_is_out(computing):
     """The engine's request carries a new function's 40 MB, more than its
-    socket takes at once. The client's own chunk (4 items of 0.75 s) must
-    not start before those bytes are out, or the engine would get them only
-    after the client's 3 s: the engine's chunk starts well within them."""
+    socket takes at once. The client's own chunk (4 items of 1 s) must not
+    start before those bytes are out, or the engine would get them only
+    after the client's 4 s: the engine's chunk starts well within them."""
     computing._policy = _Chunks(2)  # noqa: SLF001 (the engine's 4 items, then the client's 4)
-    fn = helpers.StampedLogProb(np.zeros(5 * 2**20), pid=os.getpid(), delay=0.75)
+    fn = helpers.StampedLogProb(np.zeros(5 * 2**20), pid=os.getpid(), delay=1.0)
     x = np.random.default_rng(8).normal(size=(8, 3))
     got = computing.map(fn, x)
     assert [g[0] for g in got] == [-0.5 * float(np.dot(r, r)) for r in x]
     assert [g[1] for g in got][4:] == [os.getpid()] * 4
     engine_start, client_start = got[0][2], got[4][2]
-    # Broken, the engine would start after client_start + 3 s; the 40 MB
+    # Broken, the engine would start after client_start + 4 s; the 40 MB
     # take ~0.3 s through ipyparallel's controller, ~0.05 s directly.
-    assert engine_start < client_start + 2.0
+    assert engine_start < client_start + 3.0
 
 
 @pytest.mark.timeout(120)
