@@ -83,12 +83,12 @@ class IPyParallelPool:
     client_computes : bool
         Whether this process evaluates a share of each map itself, in the
         place of one engine (beside the only one), while the engines
-        evaluate the rest (default False). The client otherwise waits idle during a map; on a machine
-        whose cores the engines fill, a cheap log-prob then runs faster
-        than serial (README, "Cheap log-probs"). The log-prob then also runs
-        here: ``initializer`` runs here too, and ``timeout`` cannot stop a
-        chunk running here. Leave it off for a client on a login node or
-        with little memory to spare.
+        evaluate the rest (default False). The client otherwise waits idle
+        during a map; on a machine whose cores the engines fill, a cheap
+        log-prob then runs faster than serial (README, "Cheap log-probs").
+        The log-prob then also runs here: ``initializer`` runs here too, and
+        ``timeout`` cannot stop a chunk running here. Leave it off for a
+        client on a login node or with little memory to spare.
 
     Examples
     --------

@@ -112,7 +112,8 @@ class Transport(ABC):
                         continue
                     wake = 0.0  # collect what finished meanwhile, then go on
                 else:
-                    wake = WAKE_S if deadline is None else min(WAKE_S, max(0.0, deadline - time.monotonic()))
+                    wake = WAKE_S if deadline is None else min(
+                        WAKE_S, max(0.0, deadline - time.monotonic()))
                 done = self.wait_first(list(inflight), wake)
                 for handle, reply in done:
                     if handle not in inflight:  # sent by a map interrupted before it held the handle
