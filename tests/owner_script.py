@@ -1,7 +1,8 @@
 """A pool owner for the clean-up tests, run as a subprocess.
 
 Prints one JSON line with the pids of its cluster and its reaper, then:
-``sleep`` (to be killed), ``exit`` (ends without close()), or ``gc``
+``sleep`` (to be killed), ``exit`` (ends without close(), once a line
+arrives on stdin, so the test can see the cluster alive first), or ``gc``
 (drops the unclosed pool, collects it, then sleeps so only the pool's own
 finalizer can have stopped the cluster).
 """
@@ -19,6 +20,8 @@ print(json.dumps({"pids": pool._owned.pids(), "reaper": pool._owned.reaper.pid})
 mode = sys.argv[1]
 if mode == "sleep":
     time.sleep(120)
+elif mode == "exit":
+    sys.stdin.readline()
 elif mode == "gc":
     del pool
     gc.collect()

@@ -40,15 +40,19 @@ def _wait_gone(pids, bound=BOUND_S) -> tuple[float, list[int]]:
 def _start_owner(mode):
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), mode],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     line = proc.stdout.readline()
     if not line:
         pytest.fail(f"owner script failed to start: {_finish(proc)}")
-    info = json.loads(line)
-    # controller + its schedulers + 2 engines (+ nannies): a real cluster.
-    assert len(info["pids"]) >= 3, info
-    assert all(_alive(p) for p in info["pids"])
+    try:
+        info = json.loads(line)
+        # controller + its schedulers + 2 engines (+ nannies): a real cluster.
+        assert len(info["pids"]) >= 3, info
+        assert all(_alive(p) for p in info["pids"])
+    except BaseException:
+        _finish(proc)  # its reaper then stops the cluster
+        raise
     return proc, info
 
 
@@ -58,8 +62,8 @@ def _finish(proc) -> str:
         proc.kill()
     proc.wait(timeout=10)
     stderr = proc.stderr.read()
-    proc.stdout.close()
-    proc.stderr.close()
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        pipe.close()
     return stderr
 
 
@@ -76,7 +80,10 @@ def _kill_leftovers(pids):
 def test_owner_gone_cluster_is_stopped(ending):
     """The owner is killed, or its interpreter exits without close()."""
     proc, info = _start_owner("exit" if ending == "exit" else "sleep")
-    if ending != "exit":
+    if ending == "exit":
+        proc.stdin.write("go\n")  # the cluster was seen alive: end now
+        proc.stdin.flush()
+    else:
         os.kill(proc.pid, getattr(signal, ending))
     proc.wait(timeout=30)
     _finish(proc)
