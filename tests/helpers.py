@@ -133,6 +133,13 @@ def get_engine_value():
     return _ENGINE_VALUE
 
 
+def has_module(name):
+    """Whether this process has imported ``name`` (run on an engine)."""
+    import sys
+
+    return name in sys.modules
+
+
 def failing_initializer():
     raise RuntimeError("initializer failed on purpose")
 

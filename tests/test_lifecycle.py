@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -109,6 +110,18 @@ def test_initializer_runs_on_every_engine_including_late_ones(external_cluster):
             assert p.map(helpers.read_engine_value, np.zeros((8, 1))) == ["ready"] * 8
     finally:
         client.close()
+
+
+@pytest.mark.timeout(90)
+def test_engines_import_emcee_before_the_first_map():
+    """A new engine imports emcee (~1 s here) as soon as the pool is ready,
+    not in the first map, which unpickles emcee's log-prob wrapper."""
+    with IPyParallelPool(1) as p:
+        view = p.client[p.client.ids[0]]
+        deadline = time.monotonic() + 30.0
+        while not view.apply_sync(helpers.has_module, "emcee"):
+            assert time.monotonic() < deadline, "no map ran, and emcee is still not imported"
+            time.sleep(0.1)
 
 
 def test_failing_initializer_is_a_clear_error(external_cluster):
