@@ -1,7 +1,8 @@
 """The client's cache of functions already serialized for the engines.
 
 Runs on the client. emcee hands ``pool.map`` the same ``_FunctionWrapper`` on
-every call; this cache pickles it once, gives it a random token that no
+every call; this cache pickles it once (as ``_logprob.LogProb``, so that
+engines need not import emcee), gives it a random token that no
 other entry, pool or client process will use, and remembers which engines
 already hold it. Entries hold a strong reference
 to their function, so an ``id()`` can never be recycled while its entry lives,
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 import cloudpickle
 
+from ._logprob import portable
 from .exceptions import SerializationError
 
 # A few samplers alive at once is the common case (e.g. a notebook re-running
@@ -45,7 +47,7 @@ class FunctionCache:
             if entry.func is func:
                 self._entries.move_to_end(token)
                 return entry
-        entry = CacheEntry(func, uuid.uuid4().hex, _dumps(func))
+        entry = CacheEntry(func, uuid.uuid4().hex, _dumps(portable(func)))
         self._entries[entry.token] = entry
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)

@@ -17,9 +17,7 @@ The cache is module state, so it lives as long as the engine process.
 """
 from __future__ import annotations
 
-import importlib
 import os
-import threading
 import time
 import traceback
 from collections import OrderedDict
@@ -96,29 +94,6 @@ def setup(init_key: str | None = None, init_payload: bytes | None = None,
     if batch:
         _batch_scheduling()
     return os.getpid()
-
-
-def preload(modules: tuple[str, ...] = ("emcee",)) -> None:
-    """Import ``modules`` in a background thread; return at once.
-
-    emcee wraps every sampler's log-prob in its own ``_FunctionWrapper``, so
-    an engine's first map unpickles an emcee object and imports emcee, and
-    with it scipy.stats where scipy is installed: 0.9-1.3 s here
-    (``python -X importtime -c "import emcee"``, 2026-11-28). The pool calls
-    this once its engines are ready, so that import runs while the user
-    builds a sampler rather than in the first map; a map that comes sooner
-    waits for it on the import lock. A module that fails to import is left
-    to the map that needs it, which reports the error.
-    """
-
-    def run() -> None:
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - reported by the first map that needs it
-                pass
-
-    threading.Thread(target=run, name="emcee_ipp-preload", daemon=True).start()
 
 
 def _batch_scheduling() -> None:

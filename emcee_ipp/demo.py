@@ -52,11 +52,6 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with IPyParallelPool(args.engines) as pool:
         print(f"started {pool.size} engines in {time.perf_counter() - t0:.2f} s")
-        # Untimed, as in benchmarks/: the engines' first map imports emcee
-        # (the pool starts that import when it starts; nothing here waits).
-        t0 = time.perf_counter()
-        _sampler(args.walkers, pool).run_mcmc(p0, 1)
-        print(f"first step on the engines (they import emcee): {time.perf_counter() - t0:.2f} s")
         pooled = _sampler(args.walkers, pool)
         t_pool = _timed_run(pooled, p0, args)
         same = np.array_equal(pooled.get_chain(), reference)

@@ -329,8 +329,7 @@ class IPyParallelPool:
 
     def _prepare(self, engine_ids: list[int]) -> None:
         """Import emcee_ipp on each engine, run the initializer there once and,
-        on engines this pool started, set batch scheduling (``_engine.setup``);
-        then start each engine's import of emcee (``_engine.preload``)."""
+        on engines this pool started, set batch scheduling (``_engine.setup``)."""
         calls = [
             self._control.call(e, _engine.setup, self._init_key, self._init_payload,
                                self._owned is not None)
@@ -348,8 +347,6 @@ class IPyParallelPool:
                 ) from exc
             self._transport.add_engines([eid], self._setup_timeout())
             self._ready.add(eid)
-        for eid in engine_ids:  # not awaited: the engines import emcee meanwhile
-            self._control.call(eid, _engine.preload)
 
     def _setup_timeout(self) -> float:
         return 60.0 if self.timeout is None else max(self.timeout, 60.0)

@@ -7,6 +7,7 @@ import numpy as np
 
 import helpers
 from emcee_ipp import _engine
+from emcee_ipp._logprob import LogProb, portable
 from emcee_ipp._cache import MAX_ENTRIES
 
 
@@ -72,3 +73,17 @@ def test_cache_is_bounded_and_clearable(pool):
     assert all(t == [] for t in _on_every_engine(pool, _engine.cached_tokens))
     # Still works after clearing: the engines are refilled lazily.
     assert pool.map(keep[0], x) == [102.0] * 4
+
+
+def test_emcee_s_wrapper_is_pickled_as_the_same_call_without_emcee():
+    import cloudpickle
+    from emcee.ensemble import _FunctionWrapper
+
+    wrapped = _FunctionWrapper(helpers.bimodal, [], {"separation": 3.0})
+    sent = portable(wrapped)
+    assert type(sent) is LogProb
+    x = np.random.default_rng(2).normal(size=(5, 2))
+    received = cloudpickle.loads(cloudpickle.dumps(sent))
+    assert [received(r) for r in x] == [wrapped(r) for r in x]
+    assert b"emcee.ensemble" not in cloudpickle.dumps(sent)
+    assert portable(helpers.gaussian) is helpers.gaussian  # anything else as it is

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import pytest
@@ -113,15 +112,18 @@ def test_initializer_runs_on_every_engine_including_late_ones(external_cluster):
 
 
 @pytest.mark.timeout(90)
-def test_engines_import_emcee_before_the_first_map():
-    """A new engine imports emcee (~1 s here) as soon as the pool is ready,
-    not in the first map, which unpickles emcee's log-prob wrapper."""
-    with IPyParallelPool(1) as p:
+@pytest.mark.parametrize("transport", ["direct", "ipp"])
+def test_a_sampler_does_not_make_new_engines_import_emcee(transport):
+    """emcee's log-prob wrapper travels as emcee_ipp's own (``_logprob``):
+    importing emcee (and scipy.stats) costs a new engine ~1 s of CPU here."""
+    import emcee
+
+    with IPyParallelPool(1, transport=transport) as p:
+        sampler = emcee.EnsembleSampler(8, 2, helpers.bimodal, kwargs={"separation": 3.0}, pool=p)
+        sampler.run_mcmc(np.random.default_rng(0).normal(size=(8, 2)), 5)
         view = p.client[p.client.ids[0]]
-        deadline = time.monotonic() + 30.0
-        while not view.apply_sync(helpers.has_module, "emcee"):
-            assert time.monotonic() < deadline, "no map ran, and emcee is still not imported"
-            time.sleep(0.1)
+        assert view.apply_sync(helpers.has_module, "emcee_ipp._logprob")  # the maps ran there
+        assert not view.apply_sync(helpers.has_module, "emcee")
 
 
 def test_failing_initializer_is_a_clear_error(external_cluster):
