@@ -78,7 +78,7 @@ def main() -> None:
         rss.extend(mb)
     med = {k: statistics.median(v) for k, v in times.items()}
     for k, v in times.items():
-        print(f"{k:<28} median {med[k]:.2f} s  (all: {', '.join(f'{t:.2f}' for t in v)})")
+        print(f"{k:<34} median {med[k]:.2f} s  (all: {', '.join(f'{t:.2f}' for t in v)})")
     print(f"ratio IPyParallelPool / stock: {med['IPyParallelPool'] / med['stock ipyparallel.Cluster']:.2f}")
     print(f"engine RSS after the first emcee step: median {statistics.median(rss):.0f} MB "
           f"({min(rss):.0f}-{max(rss):.0f})")
