@@ -49,8 +49,10 @@ def main() -> None:
 
     results = []
     with IPyParallelPool(args.engines, transport="direct") as ipp_pool:
-        # As warm as the stock cluster's engines (see _workloads.peer): without
-        # this, the first round paid the engines' import of emcee (~0.6 s).
+        # As warm as the stock cluster's engines (see _workloads.peer): the
+        # DirectView peers on these engines send emcee's own log-prob wrapper,
+        # whose unpickling imports emcee (0.7-0.9 s; IPyParallelPool sends
+        # its own, see emcee_ipp/_logprob.py), and every peer needs _workloads.
         ipp_pool.client[:].execute("import emcee, _workloads", block=True)
         every = workloads(args.scale)
         for w in every.values():

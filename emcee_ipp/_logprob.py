@@ -5,15 +5,19 @@ log-prob) and on the engines (:class:`LogProb`, called for every walker).
 
 emcee hands ``pool.map`` its ``_FunctionWrapper(f, args, kwargs)``.
 Unpickling that on an engine imports emcee, and with it scipy.stats where
-scipy is installed: 0.9-1.3 s of CPU in every new engine's first map here
-(``python -X importtime -c "import emcee"``, 2026-11-28), which made the
-demo's first pooled run 1.6-2.4x serial against 1.2-1.3x once warm. The
-function cache pickles this equivalent instead; its module imports nothing,
-so an engine imports emcee only if the log-prob itself does.
+scipy is installed. That made every new engine's first map 0.73-0.95 s
+slower here (2 engines; 3.3-3.4 s on 8 sharing 2 cores) and doubled its
+memory (RSS 67 -> 140 MB; README, "Start-up"). The function cache pickles
+this equivalent instead; its module imports nothing, so an engine imports
+emcee only if the log-prob itself does (``run_split``'s engines run whole
+samplers, and do).
 """
 from __future__ import annotations
 
+import logging
 import sys
+
+log = logging.getLogger("emcee_ipp")
 
 
 class LogProb:
@@ -21,7 +25,9 @@ class LogProb:
 
     emcee's wrapper also prints the walker and the arguments when ``f``
     raises; the pool's :class:`~emcee_ipp.RemoteLogProbError` names the
-    walker and carries the remote traceback instead.
+    walker and carries the remote traceback instead. (With
+    ``client_computes=True`` the client's own share still calls emcee's
+    wrapper, which prints in the client.)
     """
 
     def __init__(self, f, args, kwargs):
@@ -42,6 +48,10 @@ def portable(func):
     by this check)."""
     ensemble = sys.modules.get("emcee.ensemble")
     wrapper = getattr(ensemble, "_FunctionWrapper", None)
-    if wrapper is not None and type(func) is wrapper:
+    if wrapper is None or type(func) is not wrapper:
+        return func
+    try:
         return LogProb(func.f, func.args, func.kwargs)
-    return func
+    except AttributeError:  # an emcee whose wrapper changed shape: send it as it is
+        log.debug("emcee_ipp: emcee's _FunctionWrapper has no f/args/kwargs; sending it as is")
+        return func

@@ -133,6 +133,18 @@ def get_engine_value():
     return _ENGINE_VALUE
 
 
+def gaussian_shifted(x, shift, scale=1.0):
+    """A log-prob taking a positional arg and a keyword arg."""
+    return float(-0.5 * np.sum(((np.asarray(x) - shift) / scale) ** 2))
+
+
+def cached_function_types():
+    """Type names of the functions this engine's cache holds."""
+    from emcee_ipp import _engine
+
+    return [type(f).__name__ for f in _engine._CACHE.values()]
+
+
 def has_module(name):
     """Whether this process has imported ``name`` (run on an engine)."""
     import sys
