@@ -17,10 +17,9 @@ import os
 import statistics
 import time
 
+import emcee
 import ipyparallel as ipp
 import numpy as np
-
-import emcee
 
 from emcee_ipp import IPyParallelPool
 from emcee_ipp import _quickstart as qs
