@@ -5,9 +5,9 @@ log-prob) and on the engines (:class:`LogProb`, called for every walker).
 
 emcee hands ``pool.map`` its ``_FunctionWrapper(f, args, kwargs)``.
 Unpickling that on an engine imports emcee, and with it scipy.stats where
-scipy is installed. That made every new engine's first map 0.73-0.95 s
+scipy is installed. That made every new engine's first map 0.65-0.95 s
 slower here (2 engines; 3.3-3.4 s on 8 sharing 2 cores) and doubled its
-memory (RSS 67 -> 140 MB; README, "Start-up"). The function cache pickles
+memory (RSS 66 -> 137 MB; README, "Start-up"). The function cache pickles
 this equivalent instead; its module imports nothing, so an engine imports
 emcee only if the log-prob itself does (``run_split``'s engines run whole
 samplers, and do).
