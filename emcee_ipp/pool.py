@@ -226,7 +226,7 @@ class IPyParallelPool:
                 entry, items, bounds, targets, self.timeout, alive=self._live_engines, local=local
             )
         except (KeyboardInterrupt, MapTimeoutError):
-            self.interrupt(targets)  # stop the work; its late replies are never read
+            self._interrupt_abandoned()  # stop the work; its late replies are never read
             raise
 
         for done, (a, _) in zip(replies, bounds):
@@ -361,6 +361,13 @@ class IPyParallelPool:
         self._check_open()
         targets = list(self._client.ids) if engine_ids is None else list(engine_ids)
         if not self._transport.interrupt(targets):
+            self._signal_main_threads(targets)
+
+    def _interrupt_abandoned(self) -> None:
+        """Interrupt the chunks the last map gave up, and nothing else: an
+        engine that finished its chunk may already run the next map's."""
+        targets = list(self._transport.abandoned)
+        if targets and not self._transport.interrupt(targets, given_up_only=True):
             self._signal_main_threads(targets)
 
     def _signal_main_threads(self, targets: list[int]) -> None:

@@ -126,9 +126,12 @@ def test_hanging_log_prob_times_out_names_engine_and_pool_recovers(pool):
     finally:
         pool.timeout = None
     # The hung engine was interrupted: the next map is prompt and correct.
+    # It runs at once, and long enough (4 x 20 ms per engine) for a late
+    # interrupt to land in it: only the chunk given up may be interrupted,
+    # not the next map's work on the engine that had finished its own.
     t0 = time.monotonic()
-    y = np.arange(8, dtype=float).reshape(4, 2)
-    assert pool.map(helpers.gaussian, y) == [helpers.gaussian(r) for r in y]
+    y = np.arange(16, dtype=float).reshape(8, 2)
+    assert pool.map(helpers.gaussian_20ms, y) == [helpers.gaussian(r) for r in y]
     assert time.monotonic() - t0 < 5
 
 

@@ -31,6 +31,9 @@ class Transport(ABC):
     # Whether a map that needs fewer chunks than engines should start on the
     # next engine each call (True) or on the first (False). See the subclasses.
     rotate_engines: bool = True
+    # Engines whose chunks the last map gave up unfinished (an error, a
+    # timeout, Ctrl-C): the ones to interrupt, and only those.
+    abandoned: tuple = ()
 
     @abstractmethod
     def submit(self, engine_id: int, token: str, payload: bytes | None, chunk) -> Any:
@@ -58,9 +61,11 @@ class Transport(ABC):
     def remove_engine(self, engine_id: int) -> None:
         """Drop what the transport holds for an engine that left."""
 
-    def interrupt(self, engine_ids: list[int]) -> bool:
+    def interrupt(self, engine_ids: list[int], given_up_only: bool = False) -> bool:
         """Interrupt map work the transport runs outside the engines' main
-        threads; return False when that work runs in them (SIGINT's job)."""
+        threads; return False when that work runs in them (SIGINT's job).
+        With ``given_up_only``, only chunks the pool gave up (see
+        :meth:`forget`) may be interrupted."""
         return False
 
     def close(self) -> None:
@@ -141,6 +146,7 @@ class Transport(ABC):
                 if local is not None and mine is None and pending and not idle:
                     mine = pending.pop()  # every engine is busy: the client takes one
         finally:
+            self.abandoned = tuple(sorted({eid for _, eid in inflight.values()}))
             if inflight:
                 self.forget(list(inflight))
         return replies

@@ -268,13 +268,18 @@ class DirectTransport(Transport):
         self._hang_up(engine_id)
         self._lost.extend(rid for rid, (eid, _) in self._awaited.items() if eid == engine_id)
 
-    def interrupt(self, engine_ids: list[int]) -> bool:
+    def interrupt(self, engine_ids: list[int], given_up_only: bool = False) -> bool:
         """The log-prob runs in an engine's server thread, which SIGINT does
         not reach: the engine's main thread raises KeyboardInterrupt there.
         (No SIGINT as well: it could abort that very call.) Only the chunks
-        given up (forgotten) on each engine are interrupted, if any were."""
+        given up (forgotten) on each engine are interrupted, if any were;
+        else whatever the engine runs, unless ``given_up_only``. (The
+        interrupt travels through ipyparallel, slower than the channel: on
+        an engine that had finished, it would land in the next map's chunk.)"""
         for eid in engine_ids:
             given_up = self._given_up.pop(eid, None)
+            if given_up_only and not given_up:
+                continue
             try:
                 self._control.call(eid, _direct_engine.interrupt,
                                    sorted(given_up) if given_up else None)
