@@ -38,6 +38,7 @@ FILE_PATTERN = "ensemble_{:04d}.h5"
 # kills every engine it touches must not loop forever.
 MAX_ATTEMPTS = 3
 POLL_S = 0.25  # progress refresh, and how soon a newly registered engine gets work
+STOP_WAIT_S = 10.0  # after one ensemble fails, how long to wait for the others to stop
 
 
 def run_split(
@@ -169,6 +170,12 @@ class _Scheduler:
                         self._requeue_lost(i, eid, exc, queue)
         except KeyboardInterrupt:
             self._interrupt(running)
+            raise
+        except BaseException:  # an ensemble failed: the others must not run on
+            self._interrupt(running)
+            # (bounded) so that their files are closed before the caller
+            # looks at them or resumes
+            concurrent.futures.wait([ar for _, ar in running.values()], timeout=STOP_WAIT_S)
             raise
         finally:
             if self.bar is not None:

@@ -247,3 +247,11 @@ def slow_except_in(x, pid, delay=0.2):
     if os.getpid() != pid:
         time.sleep(delay)
     return -0.5 * float(np.dot(x, x)), os.getpid()
+
+
+def raises_far_else_slow(x):
+    """Raises far out (x[0] < -100), else a Gaussian that sleeps 2 ms."""
+    if x[0] < -100:
+        raise ValueError(f"far out: {x[0]}")
+    time.sleep(2e-3)
+    return gaussian(x)

@@ -6,13 +6,14 @@ import re
 import os
 import signal
 import threading
+import time
 
 import emcee
 import numpy as np
 import pytest
 
 import helpers
-from emcee_ipp import IPyParallelPool, SplitResult, run_split
+from emcee_ipp import EmceeIppError, IPyParallelPool, SplitResult, run_split
 from emcee_ipp import _quickstart as qs
 
 NWALKERS, NDIM = 16, 3
@@ -141,6 +142,21 @@ def test_resume_is_bit_identical_to_a_straight_run(split_pool, tmp_path):
     assert np.array_equal(resumed.get_blobs(), straight.get_blobs())
     for e in resumed.ensembles:
         assert os.stat(e.path).st_mode & 0o777 == 0o600
+
+
+@pytest.mark.timeout(120)
+def test_a_failing_ensemble_stops_the_others_and_is_named(split_pool, tmp_path):
+    starts = np.stack([_p0(0) - 1000.0, _p0(1)])  # ensemble 0 raises at its first step
+    with pytest.raises(EmceeIppError, match=r"ensemble 0 failed on engine \d+: ValueError: far out"):
+        run_split(split_pool, _sampler(helpers.raises_far_else_slow), starts, 5000,
+                  seed=3, backend_dir=tmp_path)
+    # Ensemble 1 (5000 steps of 16 walkers x 2 ms: minutes) was stopped, its
+    # file closed and its steps kept, not left running on its engine.
+    other = str(tmp_path / "ensemble_0001.h5")
+    before = emcee.backends.HDFBackend(other, name="mcmc", read_only=True).iteration
+    time.sleep(1.0)
+    after = emcee.backends.HDFBackend(other, name="mcmc", read_only=True).iteration
+    assert before == after < 5000
 
 
 def test_user_sampler_unchanged(split_pool):
