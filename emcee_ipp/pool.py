@@ -405,17 +405,20 @@ class IPyParallelPool:
             )
 
     def close(self) -> None:
-        """Stop the pool; stop its cluster if the pool started it. Idempotent."""
-        if self._closed and self._client is None:
+        """Stop the pool; stop its cluster if the pool started it. Idempotent;
+        a close() cut short (Ctrl-C while the cluster stops) is finished by
+        the next one, or at exit."""
+        stop_pending = self._owned is not None and self._finalizer.alive
+        if self._closed and self._client is None and not stop_pending:
             return
         self._closed = True
         for transport in {getattr(self, "_transport", None), getattr(self, "_control", None)}:
             if transport is not None:
                 transport.close()
         client, self._client = self._client, None
-        if self._owned is not None:
-            self._finalizer.detach()
+        if stop_pending:
             self._owned.stop()
+            self._finalizer.detach()  # only once stopped
         elif client is not None and self._owns_client:
             client.close()
 

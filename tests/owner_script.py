@@ -4,7 +4,8 @@ Prints one JSON line with the pids of its cluster and its reaper, then:
 ``sleep`` (to be killed), ``exit`` (ends without close(), once a line
 arrives on stdin, so the test can see the cluster alive first), or ``gc``
 (drops the unclosed pool, collects it, then sleeps so only the pool's own
-finalizer can have stopped the cluster).
+finalizer can have stopped the cluster), or ``close-interrupted`` (Ctrl-C
+0.1 s into close(), then close() again, then sleeps).
 """
 import gc
 import json
@@ -22,6 +23,21 @@ if mode == "sleep":
     time.sleep(120)
 elif mode == "exit":
     sys.stdin.readline()
+elif mode == "close-interrupted":
+    import os
+    import signal
+    import threading
+
+    threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        pool.close()
+        interrupted = False
+    except KeyboardInterrupt:
+        interrupted = True
+    print(json.dumps({"interrupted": interrupted}), flush=True)
+    pool.close()
+    print("closed", flush=True)
+    time.sleep(120)
 elif mode == "gc":
     del pool
     gc.collect()

@@ -107,6 +107,21 @@ def test_unclosed_pool_collected_warns_and_stops_cluster():
     assert "ResourceWarning" in stderr and "never closed" in stderr, stderr
 
 
+@pytest.mark.timeout(90)
+def test_close_cut_short_by_ctrl_c_is_finished_by_the_next_close():
+    proc, info = _start_owner("close-interrupted")
+    try:
+        assert json.loads(proc.stdout.readline()) == {"interrupted": True}
+        assert proc.stdout.readline().strip() == "closed"
+        # The owner is still alive: only the second close() can have stopped them.
+        elapsed, left = _wait_gone(info["pids"], bound=5.0)
+        assert proc.poll() is None
+    finally:
+        stderr = _finish(proc)
+    _kill_leftovers(left)
+    assert not left, f"still alive {elapsed:.1f} s after the second close(): {left}\n{stderr}"
+
+
 @pytest.mark.timeout(60)
 def test_close_leaves_no_process(external_cluster):
     pool = IPyParallelPool(1)
