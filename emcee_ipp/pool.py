@@ -211,6 +211,9 @@ class IPyParallelPool:
             return []
         entry = self._cache.get(func)
         engines = self._engines()
+        owing = self._transport.owing()
+        if owing:  # busy with a chunk given up earlier: leave them be while others can work
+            engines = [e for e in engines if e not in owing] or engines
         # With client_computes the client works in the place of an engine
         # (so n engines keep n processes computing), or beside the only one.
         workers = max(len(engines), 2) if self._client_computes else len(engines)

@@ -255,3 +255,10 @@ def raises_far_else_slow(x):
         raise ValueError(f"far out: {x[0]}")
     time.sleep(2e-3)
     return gaussian(x)
+
+
+def sleeps_in_c_if_negative(x, seconds=4.0):
+    """Blocks in C (time.sleep) where x[0] < 0: no interrupt reaches a server thread there."""
+    if x[0] < 0:
+        time.sleep(seconds)
+    return gaussian(x)

@@ -224,3 +224,43 @@ def test_late_interrupt_spares_a_chunk_it_was_not_meant_for(pools):
     worker.join(30)
     assert interrupted is False
     assert got["r"] == [helpers.gaussian_20ms(r) for r in x]
+
+
+@pytest.mark.timeout(60)
+def test_an_engine_stuck_in_c_code_is_left_out_until_it_answers(pools):
+    """A timed-out chunk blocked in C code cannot be interrupted; its engine
+    would hold every later chunk. Later maps go to the other engine until
+    the stuck one's late reply comes, then to both again."""
+    pool = pools("direct")
+    x = np.array([[-1.0, 0.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])
+    y = np.arange(16, dtype=float).reshape(8, 2)
+    pool.timeout = 1.0
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(MapTimeoutError):
+            pool.map(helpers.sleeps_in_c_if_negative, x)
+        stuck = pool._transport.owing()  # noqa: SLF001
+        assert len(stuck) == 1
+        # Still stuck for ~3 s: these maps run on the other engine, in time.
+        for _ in range(3):
+            assert pool.map(helpers.gaussian, y) == [helpers.gaussian(r) for r in y]
+        assert time.monotonic() - t0 < 4.0
+        while time.monotonic() - t0 < 15 and pool._transport.owing():  # noqa: SLF001
+            pool.map(helpers.gaussian, y)  # reads the late reply when it comes
+            time.sleep(0.1)
+        assert not pool._transport.owing()  # noqa: SLF001
+        # With every engine stuck, the next map times out, and says why.
+        with pytest.raises(MapTimeoutError):
+            pool.map(helpers.sleeps_in_c_if_negative, -np.ones((4, 2)))
+        with pytest.raises(MapTimeoutError, match=r"still running a chunk an earlier map gave up"):
+            pool.map(helpers.gaussian, y)
+        t1 = time.monotonic()
+        while time.monotonic() - t1 < 15 and pool._transport.owing():  # noqa: SLF001
+            try:
+                pool.map(helpers.gaussian, y)
+            except MapTimeoutError:
+                pass
+    finally:
+        pool.timeout = None
+    assert not pool._transport.owing()  # noqa: SLF001
+    assert pool.map(helpers.gaussian_20ms, y) == [helpers.gaussian(r) for r in y]

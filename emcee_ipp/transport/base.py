@@ -55,6 +55,11 @@ class Transport(ABC):
     def forget(self, handles: list) -> None:
         """Stop tracking ``handles`` whose replies will never be read."""
 
+    def owing(self) -> set:
+        """Engines still busy with a chunk given up earlier, which new chunks
+        would wait behind (new maps go to the other engines, if any)."""
+        return set()
+
     def add_engines(self, engine_ids: list[int], timeout: float) -> None:
         """Make new engines reachable (ipyparallel's messages reach them already)."""
 
@@ -178,8 +183,15 @@ class Transport(ABC):
             )
         if deadline is not None and time.monotonic() >= deadline:
             busy = sorted({eid for _, eid in inflight.values()})
+            held = sorted(self.owing().intersection(busy))
+            why = (
+                f" Engines {held} were still running a chunk an earlier map gave up: "
+                "a log-prob blocked in C code (a sleep, I/O, a C extension) cannot "
+                "be interrupted on the direct channel until it returns."
+                if held else ""
+            )
             raise MapTimeoutError(
                 f"map did not finish within timeout={timeout} s; engines {busy} "
                 "were still working. The log-prob may hang for some parameters; "
-                "raise timeout= or fix the log-prob."
+                f"raise timeout= or fix the log-prob.{why}"
             )

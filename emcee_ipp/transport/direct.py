@@ -130,6 +130,9 @@ class DirectTransport(Transport):
         self._awaited: dict[str, tuple[int, float]] = {}  # request id -> (engine id, sent at)
         self._lost: list[str] = []  # awaited ids whose engine's connection broke
         self._given_up: dict[int, deque] = {}  # engine id -> forgotten request ids, for interrupt()
+        # engine id -> forgotten request ids whose (late) reply has not come:
+        # the engine still evaluates one, and would make new chunks wait
+        self._owed: dict[int, set] = {}
         self._poller = select.poll()
         # engine id -> [views still to send it, in order; when some last went]
         # (a large message, such as a new function's 50 MB, goes out while
@@ -249,6 +252,7 @@ class DirectTransport(Transport):
         self.routes.pop(engine_id, None)
         self._retry_at.pop(engine_id, None)
         self._given_up.pop(engine_id, None)
+        self._owed.pop(engine_id, None)
         self._cores.pop(engine_id, None)
         self._machines.pop(engine_id, None)
         self._hang_up(engine_id)
@@ -256,6 +260,7 @@ class DirectTransport(Transport):
 
     def _hang_up(self, engine_id: int) -> None:
         self._outbox.pop(engine_id, None)
+        self._owed.pop(engine_id, None)  # no reply comes on a closed connection
         sock = self._sockets.pop(engine_id, None)
         if sock is not None:
             del self._by_fd[sock.fileno()]
@@ -343,12 +348,20 @@ class DirectTransport(Transport):
     def sending(self):
         return bool(self._outbox)
 
+    def owing(self):
+        """Engines still evaluating a chunk the pool gave up: one stuck in C
+        code, which no interrupt reaches (the interrupt lands at its next
+        Python instruction), would hold every later chunk sent to it. Its
+        late reply, read while the pool waits for others, frees it."""
+        return set(self._owed)
+
     def forget(self, handles):
         for rid in handles:
             awaited = self._awaited.pop(rid, None)
             if awaited is not None:
                 # A few per engine: at most one chunk per engine is in flight.
                 self._given_up.setdefault(awaited[0], deque(maxlen=16)).append(rid)
+                self._owed.setdefault(awaited[0], set()).add(rid)
 
     def close(self):
         for eid in list(self._sockets):
@@ -438,6 +451,10 @@ class DirectTransport(Transport):
         rid = header.get("id")
         if rid not in self._awaited:
             self.dropped += 1  # a late reply of an abandoned call
+            for eid, owed in list(self._owed.items()):
+                owed.discard(rid)
+                if not owed:
+                    del self._owed[eid]
             return None
         _, sent_at = self._awaited.pop(rid)
         if header.get("status") == "pong":
