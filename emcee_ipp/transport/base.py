@@ -55,10 +55,10 @@ class Transport(ABC):
     def forget(self, handles: list) -> None:
         """Stop tracking ``handles`` whose replies will never be read."""
 
-    def owing(self) -> set:
+    def owing(self):
         """Engines still busy with a chunk given up earlier, which new chunks
         would wait behind (new maps go to the other engines, if any)."""
-        return set()
+        return frozenset()
 
     def add_engines(self, engine_ids: list[int], timeout: float) -> None:
         """Make new engines reachable (ipyparallel's messages reach them already)."""
@@ -151,7 +151,7 @@ class Transport(ABC):
                 if local is not None and mine is None and pending and not idle:
                     mine = pending.pop()  # every engine is busy: the client takes one
         finally:
-            self.abandoned = tuple(sorted({eid for _, eid in inflight.values()}))
+            self.abandoned = tuple(sorted({eid for _, eid in inflight.values()})) if inflight else ()
             if inflight:
                 self.forget(list(inflight))
         return replies
@@ -183,7 +183,7 @@ class Transport(ABC):
             )
         if deadline is not None and time.monotonic() >= deadline:
             busy = sorted({eid for _, eid in inflight.values()})
-            held = sorted(self.owing().intersection(busy))
+            held = sorted(set(self.owing()).intersection(busy))
             why = (
                 f" Engines {held} were still running a chunk an earlier map gave up: "
                 "a log-prob blocked in C code (a sleep, I/O, a C extension) cannot "

@@ -353,7 +353,7 @@ class DirectTransport(Transport):
         code, which no interrupt reaches (the interrupt lands at its next
         Python instruction), would hold every later chunk sent to it. Its
         late reply, read while the pool waits for others, frees it."""
-        return set(self._owed)
+        return self._owed.keys()
 
     def forget(self, handles):
         for rid in handles:
