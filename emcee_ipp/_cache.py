@@ -6,7 +6,10 @@ engines need not import emcee), gives it a random token that no
 other entry, pool or client process will use, and remembers which engines
 already hold it. Entries hold a strong reference
 to their function, so an ``id()`` can never be recycled while its entry lives,
-and lookups compare identity, never ``id()`` alone.
+and lookups compare identity, never ``id()`` alone. A wrapper whose ``f``,
+``args`` or ``kwargs`` were replaced since (``sampler.log_prob_fn.args =
+...``) is pickled again; args changed in place are not seen (the README's
+"Known limits": ``pool.clear_cache()``).
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 
 import cloudpickle
 
-from ._logprob import portable
+from ._logprob import parts, portable
 from .exceptions import SerializationError
 
 # A few samplers alive at once is the common case (e.g. a notebook re-running
@@ -29,6 +32,7 @@ class CacheEntry:
     token: str  # unique across client processes sharing a cluster
     payload: bytes
     engines: set = field(default_factory=set)  # engine ids that hold it
+    parts: tuple | None = None  # emcee's wrapper's (f, args, kwargs) when pickled
 
 
 class FunctionCache:
@@ -45,9 +49,13 @@ class FunctionCache:
         """Return the entry for ``func``, pickling it if it is new."""
         for token, entry in self._entries.items():
             if entry.func is func:
+                if entry.parts is not None and not _same(entry.parts, parts(func)):
+                    del self._entries[token]  # its args were replaced: pickle it again
+                    break
                 self._entries.move_to_end(token)
                 return entry
-        entry = CacheEntry(func, uuid.uuid4().hex, _dumps(portable(func)))
+        made_of = parts(func)
+        entry = CacheEntry(func, uuid.uuid4().hex, _dumps(portable(func)), parts=made_of)
         self._entries[entry.token] = entry
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
@@ -60,6 +68,10 @@ class FunctionCache:
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+def _same(a: tuple, b: tuple | None) -> bool:
+    return b is not None and all(x is y for x, y in zip(a, b))
 
 
 def _dumps(obj) -> bytes:

@@ -46,12 +46,23 @@ def portable(func):
     """``func``, or for emcee's ``_FunctionWrapper`` the same call as a
     :class:`LogProb` (emcee is then already imported here: never imported
     by this check)."""
+    made_of = parts(func)
+    return func if made_of is None else LogProb(*made_of)
+
+
+def parts(func) -> tuple | None:
+    """``(f, args, kwargs)`` of emcee's ``_FunctionWrapper``, else None.
+
+    The function cache compares them by identity on every map, so that
+    ``sampler.log_prob_fn.args = new`` reaches the engines (changing the
+    args' contents in place cannot be seen cheaply: ``pool.clear_cache()``).
+    """
     ensemble = sys.modules.get("emcee.ensemble")
     wrapper = getattr(ensemble, "_FunctionWrapper", None)
     if wrapper is None or type(func) is not wrapper:
-        return func
+        return None
     try:
-        return LogProb(func.f, func.args, func.kwargs)
+        return func.f, func.args, func.kwargs
     except AttributeError:  # an emcee whose wrapper changed shape: send it as it is
         log.debug("emcee_ipp: emcee's _FunctionWrapper has no f/args/kwargs; sending it as is")
-        return func
+        return None

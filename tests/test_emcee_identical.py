@@ -82,3 +82,19 @@ def test_args_and_kwargs_identical(pool):
     kw = dict(nwalkers=24, nsteps=30, p0=qs.start_positions(24))
     kw["kwargs"] = {"x": data[0], "y": data[1], "yerr": data[2]}
     _assert_identical(_run(None, qs.lnprob, **kw), _run(pool, qs.lnprob, **kw))
+
+
+def test_replaced_args_reach_the_engines(pool):
+    """A sampler whose args or kwargs are replaced between runs (a notebook
+    cell fitting new data) samples the new posterior, as serial emcee does."""
+
+    def run(target):
+        sampler = _run(target, helpers.gaussian_shifted, ndim=2, nsteps=10,
+                       args=(np.zeros(2),), kwargs={"scale": 1.0})
+        sampler.log_prob_fn.args = (np.full(2, 3.0),)
+        state = sampler.run_mcmc(None, 10)
+        sampler.log_prob_fn.kwargs = {"scale": 0.5}
+        sampler.run_mcmc(state, 10)
+        return sampler
+
+    _assert_identical(run(None), run(pool))
