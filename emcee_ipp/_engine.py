@@ -12,6 +12,8 @@ time an engine sees a function, its cloudpickled bytes::
          <- ("ok", kind, data, seconds)      pack_results(results), compute time
          <- ("miss",)                        token unknown and no payload sent
          <- ("error", index, type, msg, tb)  fn raised on item ``index``
+                                             (LOAD_FAILED: the bytes could not be
+                                             loaded, e.g. a module missing here)
 
 The cache is module state, so it lives as long as the engine process.
 """
@@ -31,6 +33,7 @@ from ._wire import pack_results
 # Bounded like the client's cache (MAX_ENTRIES), least recently used first.
 _CACHE: "OrderedDict[str, object]" = OrderedDict()
 _INITIALIZED: set = set()  # keys of pool initializers already run here
+LOAD_FAILED = -1  # the "item index" of an error raised loading the function
 
 
 def evaluate(token: str, payload: bytes | memoryview | None, chunk, max_entries: int = MAX_ENTRIES):
@@ -39,7 +42,10 @@ def evaluate(token: str, payload: bytes | memoryview | None, chunk, max_entries:
     if fn is None:
         if payload is None:
             return ("miss",)
-        fn = cloudpickle.loads(payload)
+        try:
+            fn = cloudpickle.loads(payload)
+        except Exception as exc:  # not the log-prob's fault: the client says so
+            return ("error", LOAD_FAILED, type(exc).__name__, str(exc), traceback.format_exc())
         _CACHE[token] = fn
         while len(_CACHE) > max_entries:
             _CACHE.popitem(last=False)

@@ -235,6 +235,13 @@ class IPyParallelPool:
         for done, (a, _) in zip(replies, bounds):
             if done is not None and done[1][0] == "error":  # other chunks may be unfinished
                 eid, (_, index, type_name, message, tb) = done
+                if index == _engine.LOAD_FAILED:
+                    raise EngineSetupError(
+                        f"engine {eid} could not load the log-prob: {type_name}: {message}. "
+                        "Install the modules it uses where the engines run (or pass "
+                        "initializer= to set them up); the remote traceback is attached "
+                        "as __cause__."
+                    ) from RemoteTraceback(type_name, message, tb)
                 raise RemoteLogProbError(
                     eid, items[a + index], type_name, message
                 ) from RemoteTraceback(type_name, message, tb)
