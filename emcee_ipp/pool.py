@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import numbers
 import os
 import signal
 import time
@@ -23,6 +24,7 @@ import weakref
 from typing import Any, Callable, Iterable
 
 import cloudpickle
+import numpy as np
 
 from . import _cluster, _engine
 from ._cache import FunctionCache
@@ -118,7 +120,8 @@ class IPyParallelPool:
         self._owns_client = False
         self._cluster = None
         self._client = None
-        _check_args(n, client, cluster, profile, cluster_id, initializer, timeout)
+        _check_args(n, client, cluster, profile, cluster_id, initializer)
+        start_timeout = _seconds("start_timeout", start_timeout, none_ok=False)
         if transport not in TRANSPORTS:
             raise ValueError(f"transport={transport!r}: choose one of {', '.join(TRANSPORTS)}.")
         self.timeout = timeout
@@ -258,6 +261,15 @@ class IPyParallelPool:
         return results
 
     @property
+    def timeout(self) -> float | None:
+        """Seconds a single ``map`` may take before :class:`MapTimeoutError`, or None."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self._timeout = _seconds("timeout", value)
+
+    @property
     def client_computes(self) -> bool:
         """Whether this process evaluates a share of each map (see the
         class docstring). Turning it on runs the pool's initializer here,
@@ -266,6 +278,8 @@ class IPyParallelPool:
 
     @client_computes.setter
     def client_computes(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"client_computes={value!r}: give True or False.")
         value = bool(value)
         if value and self._initializer is not None:
             initializer, initargs = self._initializer
@@ -464,7 +478,7 @@ class IPyParallelPool:
         )
 
 
-def _check_args(n, client, cluster, profile, cluster_id, initializer, timeout) -> None:
+def _check_args(n, client, cluster, profile, cluster_id, initializer) -> None:
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n <= 0):
         raise ValueError(
             f"n={n!r}: the number of engines must be a positive integer, or "
@@ -479,5 +493,15 @@ def _check_args(n, client, cluster, profile, cluster_id, initializer, timeout) -
         )
     if initializer is not None and not callable(initializer):
         raise TypeError(f"initializer={initializer!r} is not callable.")
-    if timeout is not None and not timeout > 0:
-        raise ValueError(f"timeout={timeout!r}: give a positive number of seconds, or None.")
+
+
+def _seconds(name: str, value, none_ok: bool = True) -> float | None:
+    """``value`` as seconds (a positive real number), or None where allowed."""
+    if value is None and none_ok:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(
+            f"{name}={value!r}: give a positive number of seconds"
+            f"{', or None' if none_ok else ''}."
+        )
+    return float(value)

@@ -61,8 +61,9 @@ def run_split(
     sampler : emcee.EnsembleSampler
         A template: its log-prob, args, kwargs, moves, blobs settings and
         parameter names are reused; its pool is ignored. It is not changed.
-    initial_state : array_like or None
-        Shape ``(nwalkers, ndim)``: every ensemble starts there. Shape
+    initial_state : array_like, emcee.State or None
+        Shape ``(nwalkers, ndim)`` (or a State, as ``run_mcmc`` takes):
+        every ensemble starts there. Shape
         ``(n_ensembles, nwalkers, ndim)``: one start each. None: continue
         the run saved in ``backend_dir``.
     nsteps : int
@@ -227,6 +228,8 @@ def _check_inputs(pool, sampler, nsteps, n_ensembles) -> None:
 
 
 def _starts(initial_state, n, sampler) -> list[np.ndarray]:
+    if isinstance(initial_state, emcee.State):  # as run_mcmc takes it
+        initial_state = initial_state.coords
     shape = (sampler.nwalkers, sampler.ndim)
     state = np.asarray(initial_state, dtype=float)
     if state.shape == shape:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -19,6 +20,29 @@ from emcee_ipp import (
 def test_bad_n_is_refused_at_once(n):
     with pytest.raises(ValueError, match=f"n={n!r}"):
         IPyParallelPool(n)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"timeout": 0}, {"timeout": -1.0}, {"timeout": "5"}, {"timeout": True},
+     {"timeout": float("nan")}, {"start_timeout": None}, {"start_timeout": "60"}],
+)
+def test_bad_timeouts_are_refused_at_once(kwargs):
+    (name, value), = kwargs.items()
+    with pytest.raises(ValueError, match=rf"{name}={re.escape(repr(value))}: give a positive number"):
+        IPyParallelPool(2, **kwargs)
+
+
+@pytest.mark.parametrize("attribute, value, error", [
+    ("timeout", "5", ValueError), ("timeout", 0, ValueError),
+    ("client_computes", "no", TypeError), ("client_computes", 1, TypeError),
+])
+def test_bad_settings_on_a_live_pool_are_refused(pools, attribute, value, error):
+    pool = pools("direct")
+    before = getattr(pool, attribute)
+    with pytest.raises(error, match=rf"{attribute}={re.escape(repr(value))}"):
+        setattr(pool, attribute, value)
+    assert getattr(pool, attribute) == before
 
 
 def test_two_connection_arguments_are_refused(external_cluster):

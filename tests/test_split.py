@@ -64,6 +64,13 @@ def test_same_seed_same_result_whatever_the_engines(split_pool, external_cluster
     assert np.array_equal(a.get_log_prob(), b.get_log_prob())
 
 
+def test_an_emcee_state_is_a_start_as_for_run_mcmc(split_pool):
+    s = _sampler()
+    a = run_split(split_pool, s, emcee.State(_p0()), 20, n_ensembles=2, seed=4)
+    b = run_split(split_pool, s, _p0(), 20, n_ensembles=2, seed=4)
+    assert np.array_equal(a.get_chain(), b.get_chain())
+
+
 def test_different_seeds_differ_and_streams_never_shared(split_pool):
     a = run_split(split_pool, _sampler(), _p0(), 20, n_ensembles=3, seed=1)
     b = run_split(split_pool, _sampler(), _p0(), 20, n_ensembles=3, seed=2)
