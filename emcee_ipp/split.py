@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import glob
+import logging
 import os
 from collections import deque
 
@@ -33,7 +34,12 @@ from .transport.ipp import engine_lost
 
 __all__ = ["run_split"]
 
+log = logging.getLogger("emcee_ipp")
+
 FILE_PATTERN = "ensemble_{:04d}.h5"
+# Every ensemble's start and random stream, written before any ensemble
+# runs: a resume starts the ensembles that never saved a step from it.
+MANIFEST = "run_split.npz"
 # An ensemble whose engine dies is started again elsewhere; a log-prob that
 # kills every engine it touches must not loop forever.
 MAX_ATTEMPTS = 3
@@ -67,7 +73,9 @@ def run_split(
         ``(n_ensembles, nwalkers, ndim)``: one start each. None: continue
         the run saved in ``backend_dir``.
     nsteps : int
-        Steps to add to each ensemble.
+        Steps to add to each ensemble. A resumed run whose ensembles hold
+        different numbers of steps (one cut short by Ctrl-C) adds them to
+        the longest and brings the others level.
     n_ensembles : int, optional
         Default: ``pool.size`` (or the number of files when resuming). More
         ensembles than engines are queued.
@@ -88,10 +96,11 @@ def run_split(
     paths, done = None, None
     if backend_dir is not None:
         backend_dir = os.fspath(backend_dir)
+    saved = None
     if initial_state is None:
-        paths, done = _saved_run(backend_dir, n_ensembles, sampler)
+        paths, done, saved = _saved_run(backend_dir, n_ensembles, sampler)
         n = len(paths)
-        starts = [None] * n
+        starts = [None] * n if saved is None else saved[0]
     else:
         n = n_ensembles or pool.size
         starts = _starts(initial_state, n, sampler)
@@ -100,10 +109,15 @@ def run_split(
             paths = _fresh_paths(backend_dir, n)
     seeds = np.random.SeedSequence(seed).spawn(n)
     rng_states = [np.random.RandomState(np.random.MT19937(s)).get_state() for s in seeds]
-    tasks = [
-        (starts[i], rng_states[i], done[i] + nsteps, paths[i] if paths else None)
-        for i in range(n)
-    ]
+    if saved is not None:  # ensembles with no saved step start as they first would have
+        rng_states = saved[1]
+    elif paths and initial_state is not None:
+        _write_manifest(backend_dir, starts, rng_states)
+    target = max(done) + nsteps
+    if min(done) < max(done):
+        log.info("run_split: the saved ensembles hold %d to %d steps; each now runs to %d",
+                 min(done), max(done), target)
+    tasks = [(starts[i], rng_states[i], target, paths[i] if paths else None) for i in range(n)]
     scheduler = _Scheduler(pool, _ensemble.sampler_recipe(sampler), tasks, done, progress)
     arrays, engines = scheduler.run()
     ensembles = [
@@ -245,7 +259,7 @@ def _starts(initial_state, n, sampler) -> list[np.ndarray]:
 def _fresh_paths(backend_dir: str, n: int) -> list[str]:
     os.makedirs(backend_dir, mode=0o700, exist_ok=True)
     paths = [os.path.join(backend_dir, FILE_PATTERN.format(i)) for i in range(n)]
-    existing = [p for p in paths if os.path.exists(p)]
+    existing = [p for p in paths + [os.path.join(backend_dir, MANIFEST)] if os.path.exists(p)]
     if existing:
         raise FileExistsError(
             f"backend_dir={backend_dir!r} already holds a run ({os.path.basename(existing[0])}"
@@ -255,16 +269,48 @@ def _fresh_paths(backend_dir: str, n: int) -> list[str]:
     return paths
 
 
-def _saved_run(backend_dir, n_ensembles, sampler) -> tuple[list[str], list[int]]:
+def _write_manifest(backend_dir: str, starts, rng_states) -> None:
+    """Each ensemble's start and MT19937 state, owner-only, written atomically."""
+    path = os.path.join(backend_dir, MANIFEST)
+    tmp = path + ".tmp"
+    with os.fdopen(os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600), "wb") as f:
+        np.savez(
+            f,
+            starts=np.asarray(starts, dtype=float),
+            keys=np.array([state[1] for state in rng_states], dtype=np.uint32),
+            pos=np.array([state[2] for state in rng_states], dtype=np.int64),
+        )
+    os.replace(tmp, path)
+
+
+def _read_manifest(backend_dir: str):
+    """``(starts, rng_states)`` of every ensemble of the run, or None (an
+    older run's directory has no manifest)."""
+    path = os.path.join(backend_dir, MANIFEST)
+    if not os.path.exists(path):
+        return None
+    with np.load(path, allow_pickle=False) as saved:
+        starts, keys, pos = saved["starts"], saved["keys"], saved["pos"]
+    return list(starts), [("MT19937", keys[i], int(pos[i]), 0, 0.0) for i in range(len(pos))]
+
+
+def _saved_run(backend_dir, n_ensembles, sampler):
+    """``(paths, steps saved, (starts, rng_states) or None)`` of the run in ``backend_dir``."""
     if backend_dir is None:
         raise ValueError(
             "initial_state=None resumes a run saved in backend_dir, but backend_dir "
             "is None. Pass a start of shape (nwalkers, ndim), or the backend_dir "
             "of an earlier run."
         )
-    paths = sorted(glob.glob(os.path.join(backend_dir, "ensemble_*.h5")))
+    saved = _read_manifest(backend_dir)
+    if saved is not None:  # every ensemble, with a file or not yet
+        paths = [os.path.join(backend_dir, FILE_PATTERN.format(i)) for i in range(len(saved[0]))]
+    else:
+        paths = sorted(glob.glob(os.path.join(backend_dir, "ensemble_*.h5")))
     if n_ensembles is not None:
         paths = paths[:n_ensembles]
+        if saved is not None:
+            saved = (saved[0][:n_ensembles], saved[1][:n_ensembles])
     if not paths or (n_ensembles is not None and len(paths) < n_ensembles):
         raise FileNotFoundError(
             f"backend_dir={backend_dir!r} holds {len(paths)} ensemble files"
@@ -273,6 +319,9 @@ def _saved_run(backend_dir, n_ensembles, sampler) -> tuple[list[str], list[int]]
         )
     done = []
     for path in paths:
+        if not os.path.exists(path):
+            done.append(0)  # never started: from the manifest's start
+            continue
         backend = emcee.backends.HDFBackend(path, name="mcmc", read_only=True)
         if backend.initialized and backend.shape != (sampler.nwalkers, sampler.ndim):
             raise ValueError(
@@ -280,4 +329,14 @@ def _saved_run(backend_dir, n_ensembles, sampler) -> tuple[list[str], list[int]]
                 f"{(sampler.nwalkers, sampler.ndim)}; use a matching sampler."
             )
         done.append(backend.iteration if backend.initialized else 0)
-    return paths, done
+        if done[-1] == 0 and saved is None:
+            raise ValueError(
+                f"{path} holds no step, and {backend_dir!r} has no {MANIFEST} with its "
+                "start (a run from an older emcee_ipp): start a new run with an initial_state."
+            )
+    if saved is not None and len(saved[0]) and saved[0][0].shape != (sampler.nwalkers, sampler.ndim):
+        raise ValueError(
+            f"{os.path.join(backend_dir, MANIFEST)} holds starts of shape {saved[0][0].shape}, "
+            f"the sampler has {(sampler.nwalkers, sampler.ndim)}; use a matching sampler."
+        )
+    return paths, done, saved

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import re
 import os
+import shutil
 import signal
 import threading
 import time
@@ -14,6 +15,7 @@ import pytest
 
 import helpers
 from emcee_ipp import EmceeIppError, IPyParallelPool, SplitResult, run_split
+from emcee_ipp import _ensemble
 from emcee_ipp import _quickstart as qs
 
 NWALKERS, NDIM = 16, 3
@@ -147,8 +149,8 @@ def test_resume_is_bit_identical_to_a_straight_run(split_pool, tmp_path):
     assert np.array_equal(resumed.get_chain(), straight.get_chain())
     assert np.array_equal(resumed.get_log_prob(), straight.get_log_prob())
     assert np.array_equal(resumed.get_blobs(), straight.get_blobs())
-    for e in resumed.ensembles:
-        assert os.stat(e.path).st_mode & 0o777 == 0o600
+    for path in [e.path for e in resumed.ensembles] + [tmp_path / "run_split.npz"]:
+        assert os.stat(path).st_mode & 0o777 == 0o600
 
 
 @pytest.mark.timeout(120)
@@ -164,6 +166,35 @@ def test_a_failing_ensemble_stops_the_others_and_is_named(split_pool, tmp_path):
     time.sleep(1.0)
     after = emcee.backends.HDFBackend(other, name="mcmc", read_only=True).iteration
     assert before == after < 5000
+
+
+@pytest.mark.parametrize("third", ["no file", "empty file", "reset file"])
+def test_a_run_cut_short_resumes_level_and_equals_a_straight_run(split_pool, tmp_path, third):
+    """After Ctrl-C the ensembles hold different numbers of steps, and a
+    queued one may have no file, or one with no step yet. The resume brings
+    every ensemble to the longest plus nsteps, starting the missing one as
+    it first would have: bit-identical to a straight run."""
+    s = _sampler(helpers.gaussian_with_sum_blob)
+    ran = {}
+    for steps in (30, 20):
+        ran[steps] = tmp_path / f"ran{steps}"
+        run_split(split_pool, s, _p0(), steps, n_ensembles=3, seed=7, backend_dir=ran[steps])
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    shutil.copy(ran[30] / "run_split.npz", cut)
+    shutil.copy(ran[30] / "ensemble_0000.h5", cut)  # 30 steps
+    shutil.copy(ran[20] / "ensemble_0001.h5", cut)  # 20 steps: the same stream, cut earlier
+    if third != "no file":
+        backend = _ensemble.open_backend(str(cut / "ensemble_0002.h5"))
+        if third == "reset file":
+            backend.reset(NWALKERS, NDIM)
+    resumed = run_split(split_pool, s, None, 10, backend_dir=cut)
+    straight = run_split(split_pool, s, _p0(), 40, n_ensembles=3, seed=7)
+    assert [e.backend.iteration for e in resumed.ensembles] == [40, 40, 40]
+    assert [e.resumed_from for e in resumed.ensembles] == [30, 20, 0]
+    assert np.array_equal(resumed.get_chain(), straight.get_chain())
+    assert np.array_equal(resumed.get_log_prob(), straight.get_log_prob())
+    assert np.array_equal(resumed.get_blobs(), straight.get_blobs())
 
 
 def test_user_sampler_unchanged(split_pool):
