@@ -10,6 +10,7 @@ time an engine sees a function, its cloudpickled bytes::
     evaluate(token, payload|None, chunk) ->  _CACHE[token] or cloudpickle.loads(payload)
                                              results = [fn(x) for x in chunk]
          <- ("ok", kind, data, seconds)      pack_results(results), compute time
+            (+ (stdout, stderr) if it printed: _capture)
          <- ("miss",)                        token unknown and no payload sent
          <- ("error", index, type, msg, tb)  fn raised on item ``index``
                                              (LOAD_FAILED: the bytes could not be
@@ -26,6 +27,7 @@ from collections import OrderedDict
 
 import cloudpickle
 
+from . import _capture
 from ._cache import MAX_ENTRIES
 from ._wire import pack_results
 
@@ -51,7 +53,12 @@ def evaluate(token: str, payload: bytes | memoryview | None, chunk, max_entries:
             _CACHE.popitem(last=False)
     else:
         _CACHE.move_to_end(token)
-    return run_chunk(fn, chunk)
+    caught = _capture.start()
+    try:
+        reply = run_chunk(fn, chunk)
+    finally:
+        output = _capture.stop(caught)
+    return reply if output is None else (*reply, output)
 
 
 def run_chunk(fn, chunk) -> tuple:

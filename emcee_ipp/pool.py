@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable
 import cloudpickle
 import numpy as np
 
-from . import _cluster, _engine
+from . import _capture, _cluster, _engine
 from ._cache import FunctionCache
 from ._chunking import ChunkPolicy
 from ._host import usable_cores
@@ -41,6 +41,9 @@ from .exceptions import (
 from .transport import TRANSPORTS, DirectTransport, DirectUnavailable, IppTransport
 
 log = logging.getLogger("emcee_ipp")
+# An engine's reply tuples (_engine.evaluate); one element longer when it
+# carries what the log-prob printed.
+_REPLY_LENGTH = {"ok": 4, "error": 5, "miss": 1}
 
 __all__ = ["IPyParallelPool"]
 
@@ -235,9 +238,12 @@ class IPyParallelPool:
             self._interrupt_abandoned()  # stop the work; its late replies are never read
             raise
 
+        for done in replies:  # what each engine's chunk printed, in chunk order
+            if done is not None and done[0] is not None and len(done[1]) > _REPLY_LENGTH[done[1][0]]:
+                _capture.write_out(done[1][-1])
         for done, (a, _) in zip(replies, bounds):
             if done is not None and done[1][0] == "error":  # other chunks may be unfinished
-                eid, (_, index, type_name, message, tb) = done
+                eid, (_, index, type_name, message, tb) = done[0], done[1][:5]
                 if index == _engine.LOAD_FAILED:
                     raise EngineSetupError(
                         f"engine {eid} could not load the log-prob: {type_name}: {message}. "

@@ -6,6 +6,7 @@ folder on the engines' PYTHONPATH.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import numpy as np
@@ -261,4 +262,18 @@ def sleeps_in_c_if_negative(x, seconds=4.0):
     """Blocks in C (time.sleep) where x[0] < 0: no interrupt reaches a server thread there."""
     if x[0] < 0:
         time.sleep(seconds)
+    return gaussian(x)
+
+
+def chatty(x):
+    """Prints a line per walker on stdout and stderr; a Gaussian."""
+    print(f"walker {x[0]:.1f}")
+    print(f"note {x[0]:.1f}", file=sys.stderr)
+    return gaussian(x)
+
+
+def chatty_raises_on_positive(x):
+    print(f"walker {x[0]:.1f}")
+    if x[0] > 0:
+        raise ValueError("positive")
     return gaussian(x)

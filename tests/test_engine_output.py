@@ -13,16 +13,17 @@ def _count_handoffs_and_print(text: str) -> tuple[str, int, int]:
     a write and its flush."""
     import sys
 
-    stream = sys.stdout
+    outer = sys.stdout  # emcee_ipp._capture's router, once a map has run here
+    stream = getattr(outer, "_stream", outer)
     calls = []
     schedule = stream.pub_thread.schedule
     stream.pub_thread.schedule = lambda f: (calls.append(f), schedule(f))[1]
     try:
         for _ in range(5):
-            stream.flush()
+            outer.flush()
         idle = len(calls)
         print(text)
-        stream.flush()
+        outer.flush()
         return type(stream).__name__, idle, len(calls) - idle
     finally:
         stream.pub_thread.schedule = schedule

@@ -103,3 +103,27 @@ def test_a_log_prob_the_engines_cannot_load_is_named_as_such(pool, tmp_path, mon
         pool.map(module.logp, np.zeros((4, 2)))
     x = np.arange(8, dtype=float).reshape(4, 2)
     assert pool.map(helpers.gaussian, x) == [helpers.gaussian(r) for r in x]  # still usable
+
+
+def test_what_the_log_prob_prints_is_shown_here_in_order(pool, capsys):
+    """Prints on the engines reach the client's stdout and stderr, chunk by
+    chunk in input order, when the map returns; the client keeps none of it."""
+    x = np.arange(24, dtype=float).reshape(12, 2)
+    held_before = _metadata_text(pool)
+    for _ in range(20):
+        assert pool.map(helpers.chatty, x) == [helpers.gaussian(r) for r in x]
+        captured = capsys.readouterr()
+        assert captured.out == "".join(f"walker {r[0]:.1f}\n" for r in x)
+        assert captured.err == "".join(f"note {r[0]:.1f}\n" for r in x)
+    assert _metadata_text(pool) == held_before
+    # What a chunk printed before its error is shown too.
+    y = np.array([[-2.0, 0.0], [-1.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
+    with pytest.raises(RemoteLogProbError):
+        pool.map(helpers.chatty_raises_on_positive, y)
+    assert "walker 1.0\n" in capsys.readouterr().out
+
+
+def _metadata_text(pool) -> int:
+    """Characters of engine output the ipyparallel client holds."""
+    return sum(len(md.get("stdout") or "") + len(md.get("stderr") or "")
+               for md in list(pool.client.metadata.values()) if isinstance(md, dict))

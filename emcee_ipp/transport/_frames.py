@@ -153,8 +153,10 @@ def encode_reply(reply: tuple) -> tuple[dict, bytes]:
     """An ``_engine.evaluate`` reply as (header fields, data part)."""
     status = reply[0]
     if status == "ok":
-        _, kind, data, seconds = reply
+        _, kind, data, seconds, *output = reply
         fields = {"status": "ok", "kind": kind, "seconds": seconds}
+        if output:  # what the log-prob printed (_capture)
+            fields["output"] = output[0]
         if kind == "o":
             return fields, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
         return fields, data.tobytes()
@@ -168,7 +170,8 @@ def decode_reply(header: dict, data) -> tuple:
     if status == "ok":
         kind = header["kind"]
         values = pickle.loads(data) if kind == "o" else np.frombuffer(data, dtype=np.float64)
-        return ("ok", kind, values, header["seconds"])
+        output = (tuple(header["output"]),) if "output" in header else ()
+        return ("ok", kind, values, header["seconds"], *output)
     if status == "miss":
         return ("miss",)
     return ("error", *header["error"])
