@@ -243,6 +243,9 @@ class IPyParallelPool:
                 _capture.write_out(done[1][-1])
         for done, (a, _) in zip(replies, bounds):
             if done is not None and done[1][0] == "error":  # other chunks may be unfinished
+                # Stop them where only they can be stopped (the direct channel);
+                # ipyparallel's SIGINT could land in the next map's chunk.
+                self._transport.interrupt(list(self._transport.abandoned), given_up_only=True)
                 eid, (_, index, type_name, message, tb) = done[0], done[1][:5]
                 if index == _engine.LOAD_FAILED:
                     raise EngineSetupError(
@@ -453,7 +456,7 @@ class IPyParallelPool:
             client.close()
 
     def terminate(self) -> None:
-        """Stop at once; same as :meth:`close` (no work outlives a map call)."""
+        """Stop at once; same as :meth:`close`."""
         self.close()
 
     def join(self) -> None:

@@ -83,8 +83,10 @@ def run_split(
         Ensemble ``i`` draws from ``SeedSequence(seed).spawn(n)[i]``, so the
         same seed gives the same result on any number of engines.
     backend_dir : path, optional
-        One emcee HDFBackend file per ensemble, written every step; a crash
-        loses at most the step in flight, and ``initial_state=None`` resumes.
+        One emcee HDFBackend file per ensemble, written every step by the
+        engines (so on a filesystem they share with the client, at the same
+        path); a crash loses at most the step in flight, and
+        ``initial_state=None`` resumes.
     progress : bool
         One tqdm bar counting steps across all ensembles.
 
@@ -95,7 +97,8 @@ def run_split(
     _check_inputs(pool, sampler, nsteps, n_ensembles)
     paths, done = None, None
     if backend_dir is not None:
-        backend_dir = os.fspath(backend_dir)
+        # the engines write there: not relative to their working directories
+        backend_dir = os.path.abspath(os.fspath(backend_dir))
     saved = None
     if initial_state is None:
         paths, done, saved = _saved_run(backend_dir, n_ensembles, sampler)

@@ -75,7 +75,9 @@ RECENT_REPLIES = 16  # replies whose round-trip times decide whether the client 
 # A reply the poll said was arriving, or a request being sent (an outbox
 # that does not drain), may stall this long before the engine counts as lost
 # (a broken link or a stopped engine, not a slow log-prob: an engine computing
-# sends nothing, and reads its requests from another thread).
+# sends nothing, and is sent a request only once it has answered the last,
+# so its connection's thread is free to read it; an engine still running a
+# chunk given up earlier is left out meanwhile, see owing()).
 IO_TIMEOUT_S = 60.0
 RECONNECT_EVERY_S = 1.0  # how often to retry a broken connection to a live engine
 _TIMEVAL = struct.Struct("@ll")  # struct timeval, for SO_RCVTIMEO
