@@ -277,3 +277,10 @@ def chatty_raises_on_positive(x):
     if x[0] > 0:
         raise ValueError("positive")
     return gaussian(x)
+
+
+def raises_if_positive_hangs_if_negative(x):
+    """Raises at once where x[0] > 0; spins in Python where x[0] < 0."""
+    if x[0] > 0:
+        raise ValueError("positive")
+    return hang_if_negative(x)

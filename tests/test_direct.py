@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import helpers
-from emcee_ipp import IPyParallelPool, MapTimeoutError
+from emcee_ipp import IPyParallelPool, MapTimeoutError, RemoteLogProbError
 from emcee_ipp.transport import DirectUnavailable, _frames
 from emcee_ipp.transport.base import EngineLost
 from emcee_ipp.transport.direct import open_connection
@@ -264,3 +264,20 @@ def test_an_engine_stuck_in_c_code_is_left_out_until_it_answers(pools):
         pool.timeout = None
     assert not pool._transport.owing()  # noqa: SLF001
     assert pool.map(helpers.gaussian_20ms, y) == [helpers.gaussian(r) for r in y]
+
+
+@pytest.mark.timeout(60)
+def test_a_chunk_left_running_by_an_error_is_interrupted(pools):
+    """An error ends the map at once; the other engine's chunk, given up, is
+    interrupted rather than left to run (here it would spin for a minute)."""
+    pool = pools("direct")
+    x = np.array([[1.0, 0.0], [2.0, 0.0], [-1.0, 0.0], [-2.0, 0.0]])
+    with pytest.raises(RemoteLogProbError, match="positive"):
+        pool.map(helpers.raises_if_positive_hangs_if_negative, x)
+    assert pool._transport.abandoned  # noqa: SLF001 (the hanging chunk ran elsewhere)
+    t0 = time.monotonic()
+    y = np.arange(8, dtype=float).reshape(4, 2)
+    while pool._transport.owing() and time.monotonic() - t0 < 10:  # noqa: SLF001
+        assert pool.map(helpers.gaussian, y) == [helpers.gaussian(r) for r in y]
+        time.sleep(0.05)
+    assert not pool._transport.owing()  # noqa: SLF001
