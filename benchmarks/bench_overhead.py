@@ -111,12 +111,14 @@ def plot(rows, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     ax.plot([r["engines"] for r in rows], [r["overhead_ms"] for r in rows], "o-")
     ax.set(xscale="log", xlabel="engines (on 2 cores)", ylabel="overhead per map (ms)",
            title="Coordination cost, 10 ms sleeping log-prob, 32 walkers")
     ax.set_xticks([r["engines"] for r in rows], [str(r["engines"]) for r in rows])
+    ax.xaxis.set_minor_formatter(NullFormatter())  # no 3x10^0 labels
     ax.set_ylim(bottom=0)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
