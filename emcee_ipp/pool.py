@@ -239,7 +239,7 @@ class IPyParallelPool:
             raise
 
         for done in replies:  # what each engine's chunk printed, in chunk order
-            if done is not None and done[0] is not None and len(done[1]) > _REPLY_LENGTH[done[1][0]]:
+            if done is not None and len(done[1]) > _REPLY_LENGTH[done[1][0]]:
                 _capture.write_out(done[1][-1])
         for done, (a, _) in zip(replies, bounds):
             if done is not None and done[1][0] == "error":  # other chunks may be unfinished

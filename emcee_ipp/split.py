@@ -186,14 +186,12 @@ class _Scheduler:
                             )
                         self.lost.add(eid)  # ipyparallel drops it from client.ids soon
                         self._requeue_lost(i, eid, exc, queue)
-        except KeyboardInterrupt:
+        except BaseException as exc:  # Ctrl-C, or an ensemble failed: no other runs on
             self._interrupt(running)
-            raise
-        except BaseException:  # an ensemble failed: the others must not run on
-            self._interrupt(running)
-            # (bounded) so that their files are closed before the caller
-            # looks at them or resumes
-            concurrent.futures.wait([ar for _, ar in running.values()], timeout=STOP_WAIT_S)
+            if not isinstance(exc, KeyboardInterrupt):  # (Ctrl-C returns at once)
+                # bounded, so that their files are closed before the caller
+                # looks at them or resumes
+                concurrent.futures.wait([ar for _, ar in running.values()], timeout=STOP_WAIT_S)
             raise
         finally:
             if self.bar is not None:
