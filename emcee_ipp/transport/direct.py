@@ -254,7 +254,6 @@ class DirectTransport(Transport):
         self.routes.pop(engine_id, None)
         self._retry_at.pop(engine_id, None)
         self._given_up.pop(engine_id, None)
-        self._owed.pop(engine_id, None)
         self._cores.pop(engine_id, None)
         self._machines.pop(engine_id, None)
         self._hang_up(engine_id)
