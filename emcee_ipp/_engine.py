@@ -7,20 +7,29 @@ time an engine sees a function, its cloudpickled bytes::
 
     client                                   engine (this module)
     ------                                   --------------------
-    evaluate(token, payload|None, chunk) ->  _CACHE[token] or cloudpickle.loads(payload)
+    evaluate(token, payload|None, chunk, ->  _OBJECTS[t] = loads(b) for (t, b) in objects
+             max_entries, objects)           _CACHE[token] or cloudpickle.loads(payload)
+                                             chunk: float64 rows, or load_items(Packed)
                                              results = [fn(x) for x in chunk]
          <- ("ok", kind, data, seconds)      pack_results(results), compute time
             (+ (stdout, stderr) if it printed: _capture)
-         <- ("miss",)                        token unknown and no payload sent
+         <- ("miss",)                        token unknown and no payload sent (or an
+                                             item names an object this engine lacks)
          <- ("error", index, type, msg, tb)  fn raised on item ``index``
                                              (LOAD_FAILED: the bytes could not be
                                              loaded, e.g. a module missing here)
+         <- ("badinput", index, type, msg, tb)  item ``index`` could not be loaded
 
 The cache is module state, so it lives as long as the engine process.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import io
 import os
+import pickle
+import sys
 import time
 import traceback
 from collections import OrderedDict
@@ -28,18 +37,32 @@ from collections import OrderedDict
 import cloudpickle
 
 from . import _capture
-from ._cache import MAX_ENTRIES
-from ._wire import pack_results
+from ._cache import MAX_ENTRIES, MAX_OBJECTS
+from ._wire import OBJECTS, PICKLED, Packed, pack_results, pickle_results
 
 # Functions deserialized on this engine, by the token the client gave them.
 # Bounded like the client's cache (MAX_ENTRIES), least recently used first.
 _CACHE: "OrderedDict[str, object]" = OrderedDict()
+# Functions and classes found in map items (``_shipping``), by token; more
+# than one pool's worth (MAX_OBJECTS), least recently used first.
+_OBJECTS: "OrderedDict[str, object]" = OrderedDict()
+MAX_ENGINE_OBJECTS = 4 * MAX_OBJECTS
 _INITIALIZED: set = set()  # keys of pool initializers already run here
 LOAD_FAILED = -1  # the "item index" of an error raised loading the function
 
 
-def evaluate(token: str, payload: bytes | memoryview | None, chunk, max_entries: int = MAX_ENTRIES):
+def evaluate(token: str, payload: bytes | memoryview | None, chunk,
+             max_entries: int = MAX_ENTRIES, objects=()):
     """Evaluate the cached function ``token`` on every item of ``chunk``."""
+    for key, data in objects:  # what the chunk's items name, new to this engine
+        try:
+            _OBJECTS[key] = cloudpickle.loads(data)
+        except Exception as exc:
+            return ("badinput", 0, type(exc).__name__,
+                    f"a function or class in the items could not be loaded: {exc}",
+                    traceback.format_exc())
+    while len(_OBJECTS) > MAX_ENGINE_OBJECTS:
+        _OBJECTS.popitem(last=False)
     fn = _CACHE.get(token)
     if fn is None:
         if payload is None:
@@ -53,11 +76,21 @@ def evaluate(token: str, payload: bytes | memoryview | None, chunk, max_entries:
             _CACHE.popitem(last=False)
     else:
         _CACHE.move_to_end(token)
+    if type(chunk) is Packed:
+        chunk = load_items(chunk)
+        if type(chunk) is tuple:  # ("miss",) or ("badinput", ...)
+            return chunk
     caught = _capture.start()
     try:
         reply = run_chunk(fn, chunk)
     finally:
         output = _capture.stop(caught)
+    if reply[0] == "ok" and reply[1] == OBJECTS:
+        try:
+            reply = ("ok", PICKLED, pickle_results(reply[2]), reply[3])
+        except Exception as exc:  # e.g. a blob holding a lock: the client must hear of it
+            reply = ("error", 0, type(exc).__name__,
+                     f"the results could not be sent back: {exc}", traceback.format_exc())
     return reply if output is None else (*reply, output)
 
 
@@ -79,11 +112,71 @@ def run_chunk(fn, chunk) -> tuple:
     return ("ok", *pack_results(results), time.perf_counter() - start)
 
 
+class _Missing(Exception):
+    """An item names an object this engine no longer holds."""
+
+
+class _ItemUnpickler(pickle.Unpickler):
+    def persistent_load(self, pid):
+        obj = _OBJECTS.get(pid)
+        if obj is None:
+            raise _Missing(pid)
+        _OBJECTS.move_to_end(pid)
+        return obj
+
+
+def load_items(packed: Packed):
+    """The items of a :class:`~emcee_ipp._wire.Packed` chunk, as a list;
+    ``("miss",)`` if they name an object this engine lacks, or
+    ``("badinput", index, type, message, traceback)`` for the first item that
+    cannot be loaded here (a module the engine lacks, say)."""
+    unpickler = _ItemUnpickler(io.BytesIO(packed.data))
+    items = []
+    for index in range(packed.count):
+        try:
+            items.append(unpickler.load())
+        except _Missing:
+            return ("miss",)
+        except Exception as exc:
+            return ("badinput", index, type(exc).__name__, str(exc), traceback.format_exc())
+    return items
+
+
 def clear_cache() -> int:
-    """Drop every cached function; return how many there were."""
+    """Drop every cached function and object; return how many functions there were."""
     n = len(_CACHE)
     _CACHE.clear()
+    _OBJECTS.clear()
     return n
+
+
+def missing_modules(names: list[str]) -> list[str]:
+    """Those of ``names`` that this engine cannot import (found without
+    importing them, but for their parent packages)."""
+    missing = []
+    for name in names:
+        if name in sys.modules:
+            continue
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a parent package is missing
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
+def set_paths(path: list[str], cwd: str) -> None:
+    """Give this engine the client's ``sys.path`` (in its order, before the
+    engine's own entries) and working directory, as multiprocessing's spawn
+    start method prepares its children. Only on engines the pool started
+    on its own machine."""
+    sys.path[:] = list(path) + [p for p in sys.path if p not in path]
+    try:
+        os.chdir(cwd)
+    except OSError:  # removed meanwhile: the engine keeps its own
+        pass
+    importlib.invalidate_caches()  # files written since the engine looked
 
 
 def cached_tokens() -> list[str]:
@@ -92,14 +185,18 @@ def cached_tokens() -> list[str]:
 
 
 def setup(init_key: str | None = None, init_payload: bytes | None = None,
-          batch: bool = False) -> int:
+          batch: bool = False, paths: tuple | None = None) -> int:
     """The pool's first call on each engine; return this engine's process id.
 
-    Runs the pool's initializer once per engine process (``init_payload``,
-    cloudpickled ``(initializer, initargs)``, under ``init_key``), and with
-    ``batch`` marks the engine as batch work for the scheduler
-    (:func:`_batch_scheduling`). The call also proves emcee_ipp imports here.
+    With ``paths``, ``(sys.path, cwd)`` of the client, first sets them here
+    (:func:`set_paths`). Runs the pool's initializer once per engine process
+    (``init_payload``, cloudpickled ``(initializer, initargs)``, under
+    ``init_key``), and with ``batch`` marks the engine as batch work for the
+    scheduler (:func:`_batch_scheduling`). The call also proves emcee_ipp
+    imports here.
     """
+    if paths is not None:
+        set_paths(*paths)
     if init_payload is not None and init_key not in _INITIALIZED:
         initializer, initargs = cloudpickle.loads(init_payload)
         initializer(*initargs)

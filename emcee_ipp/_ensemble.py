@@ -27,8 +27,9 @@ import numpy as np
 PROGRESS_S = 0.25
 
 
-def sampler_recipe(sampler) -> bytes:
-    """Client side: what an engine needs to rebuild ``sampler``, pickled.
+def sampler_recipe(sampler, dumps=cloudpickle.dumps) -> bytes:
+    """Client side: what an engine needs to rebuild ``sampler``, pickled with
+    ``dumps`` (the pool's ``Shipper.dumps``).
 
     Reads the sampler; never changes it.
     """
@@ -44,7 +45,7 @@ def sampler_recipe(sampler) -> bytes:
         vectorize=sampler.vectorize,
         parameter_names=sampler.parameter_names if sampler.params_are_named else None,
     )
-    return cloudpickle.dumps(recipe)
+    return dumps(recipe)
 
 
 def open_backend(path: str):

@@ -1,7 +1,9 @@
-"""emcee's log-prob wrapper, without emcee.
+"""The callables a map sends: emcee's log-prob wrapper without emcee, and
+the wrappers of ``starmap`` and ``apply``.
 
-Runs on the client (:func:`portable`, when the function cache pickles a
-log-prob) and on the engines (:class:`LogProb`, called for every walker).
+Runs on the client (:func:`portable` and :func:`identity`, when the
+function cache pickles a function) and on the engines (the classes, called
+for every item).
 
 emcee hands ``pool.map`` its ``_FunctionWrapper(f, args, kwargs)``.
 Unpickling that on an engine imports emcee, and with it scipy.stats where
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import types
 
 log = logging.getLogger("emcee_ipp")
 
@@ -42,6 +45,48 @@ class LogProb:
         return f"LogProb({self.f!r})"
 
 
+class Starred:
+    """``f(*item)``: what ``pool.starmap(f, items)`` maps."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def __call__(self, args):
+        return self.f(*args)
+
+    def __repr__(self) -> str:
+        return f"Starred({self.f!r})"
+
+
+class Applied:
+    """``f(*args, **kwargs)`` for an item ``(args, kwargs)``: ``pool.apply``'s call."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def __call__(self, item):
+        args, kwargs = item
+        return self.f(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Applied({self.f!r})"
+
+
+def identity(func) -> tuple:
+    """The objects that make ``func`` the call it is, compared by identity
+    in the function cache: a new but equal wrapper (emcee's, a bound
+    method fetched again, starmap's) finds the same entry, and a wrapper
+    whose parts were replaced (``sampler.log_prob_fn.args = new``) does not."""
+    if type(func) in (Starred, Applied):
+        return (type(func), *identity(func.f))
+    if isinstance(func, types.MethodType):
+        return (types.MethodType, func.__func__, func.__self__)
+    made_of = parts(func)
+    if made_of is not None:
+        return (LogProb, *made_of)
+    return (func,)
+
+
 def portable(func):
     """``func``, or for emcee's ``_FunctionWrapper`` the same call as a
     :class:`LogProb` (emcee is then already imported here: never imported
@@ -53,9 +98,9 @@ def portable(func):
 def parts(func) -> tuple | None:
     """``(f, args, kwargs)`` of emcee's ``_FunctionWrapper``, else None.
 
-    The function cache compares them by identity on every map, so that
-    ``sampler.log_prob_fn.args = new`` reaches the engines (changing the
-    args' contents in place cannot be seen cheaply: ``pool.clear_cache()``).
+    The function cache compares them by identity on every map (:func:`identity`),
+    so that ``sampler.log_prob_fn.args = new`` reaches the engines (changing
+    the args' contents in place cannot be seen cheaply: ``pool.clear_cache()``).
     """
     ensemble = sys.modules.get("emcee.ensemble")
     wrapper = getattr(ensemble, "_FunctionWrapper", None)

@@ -4,22 +4,44 @@ Runs in both processes: :func:`split_items` and :func:`unpack_results` on the
 client, :func:`pack_results` on the engine.
 
 Positions travel as one contiguous float64 array per engine (the rows of
-emcee's ``(nwalkers // 2, ndim)`` array); any other iterable travels as a list.
+emcee's ``(nwalkers // 2, ndim)`` array); any other items travel as a
+:class:`Packed` chunk, pickled by ``_shipping`` and read back item by item
+by ``_engine.load_items``.
 Results come back as a float64 array when every result is a float of one type,
 otherwise as a list, so that the client rebuilds exactly what the built-in
 ``map`` would have returned.
 """
 from __future__ import annotations
 
+import pickle
 from typing import Any, Sequence
 
 import numpy as np
 
 # Result kinds: every result a Python float, every result a numpy float64, or
-# anything else (tuples with blobs, ints, ...) which travels as a list.
+# anything else (tuples with blobs, ints, ...): a list on the client's own
+# chunk, pickled bytes from an engine (:func:`pickle_results`).
 PY_FLOAT = "f"
 NP_FLOAT64 = "d"
 OBJECTS = "o"
+PICKLED = "p"
+
+
+class Packed:
+    """A chunk of items that are not a float64 array: ``count`` pickles, one
+    after another in ``data`` (one pickler, so they share its memo)."""
+
+    __slots__ = ("count", "data")
+
+    def __init__(self, count: int, data):
+        self.count = count
+        self.data = data
+
+    def __reduce__(self):
+        return Packed, (self.count, self.data)
+
+    def __len__(self) -> int:
+        return self.count
 
 
 def as_items(iterable) -> np.ndarray | list:
@@ -54,10 +76,27 @@ def pack_results(results: list) -> tuple[str, Any]:
     return OBJECTS, results
 
 
+def pickle_results(results: list) -> bytes:
+    """Engine side: results that are not floats, pickled for the trip back.
+
+    Plain pickle first (C, fast); cloudpickle where that fails: instances of
+    a class the engine got by value (``__main__``'s), which cloudpickle
+    sends back as the client's own class.
+    """
+    try:
+        return pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        import cloudpickle
+
+        return cloudpickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def unpack_results(kind: str, data) -> Sequence:
     """Client side: rebuild the list the built-in ``map`` would have given."""
     if kind == PY_FLOAT:
         return data.tolist()
     if kind == NP_FLOAT64:
         return list(data)
+    if kind == PICKLED:
+        return pickle.loads(data)
     return data

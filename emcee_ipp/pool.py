@@ -17,21 +17,26 @@ import functools
 import logging
 import numbers
 import os
+import re
 import signal
+import sys
 import time
 import uuid
 import weakref
-from typing import Any, Callable, Iterable
+from collections import deque
+from typing import Any, Callable, Iterable, Iterator
 
-import cloudpickle
 import numpy as np
 
 from . import _capture, _cluster, _engine
-from ._cache import FunctionCache
+from ._cache import MAX_OBJECTS, FunctionCache
 from ._chunking import ChunkPolicy
 from ._host import usable_cores
+from ._logprob import Applied, Starred
+from ._shipping import Shipper, check_mode
 from ._wire import as_items, chunk_bounds, unpack_results
 from .exceptions import (
+    EmceeIppError,
     EngineSetupError,
     MapTimeoutError,
     PoolClosedError,
@@ -39,11 +44,12 @@ from .exceptions import (
     RemoteTraceback,
 )
 from .transport import TRANSPORTS, DirectTransport, DirectUnavailable, IppTransport
+from .transport.base import FAILED
 
 log = logging.getLogger("emcee_ipp")
 # An engine's reply tuples (_engine.evaluate); one element longer when it
 # carries what the log-prob printed.
-_REPLY_LENGTH = {"ok": 4, "error": 5, "miss": 1}
+_REPLY_LENGTH = {"ok": 4, "error": 5, "badinput": 5, "miss": 1}
 
 __all__ = ["IPyParallelPool"]
 
@@ -94,6 +100,25 @@ class IPyParallelPool:
         The log-prob then also runs here: ``initializer`` runs here too, and
         ``timeout`` cannot stop a chunk running here. Leave it off for a
         client on a login node or with little memory to spare.
+    ship_modules : "auto", False, or list of str or module
+        Which of the user's own modules (loaded from files outside the
+        standard library and site-packages, such as a model beside the
+        script) travel by value, inside the pickles, rather than being
+        imported by the engines. ``"auto"`` (default): those the engines
+        cannot import, found by asking them once per module (each is
+        logged); engines on other hosts then need no copy of the user's
+        code. False: none; every module must be importable on the engines.
+        A list: exactly these. Functions and classes of ``__main__`` (a
+        script, a notebook) always travel by value. A module from
+        site-packages never does: an engine without it raises
+        :class:`EngineSetupError` naming it.
+
+    Notes
+    -----
+    Engines of a cluster the pool starts itself get the client's
+    ``sys.path`` (in its order) and working directory, as
+    ``multiprocessing``'s spawn start method gives its children, and any
+    later change to either before the next map.
 
     Examples
     --------
@@ -117,6 +142,7 @@ class IPyParallelPool:
         blas_threads: int | None = 1,
         start_timeout: float = 60.0,
         client_computes: bool = False,
+        ship_modules="auto",
     ):
         self._closed = True  # until fully started, so __del__/close are safe
         self._owned = None  # the local cluster this pool started, if any
@@ -128,7 +154,12 @@ class IPyParallelPool:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport={transport!r}: choose one of {', '.join(TRANSPORTS)}.")
         self.timeout = timeout
-        self._cache = FunctionCache()
+        self._shipper = Shipper(check_mode(ship_modules), self._missing_on_engines)
+        self._cache = FunctionCache(dumps=self._shipper.dumps)
+        # Functions and classes inside map items (dynesty's, in every item).
+        self._objects = FunctionCache(MAX_OBJECTS, dumps=self._shipper.dumps)
+        self._stream: _Stream | None = None  # an unfinished imap
+        self._paths_sent = None  # (sys.path, cwd) the owned engines were last given
         self._policy = ChunkPolicy()
         # The other setting of client_computes learns its chunk count apart
         # (a count means other work for the engines there); swapped on toggling.
@@ -138,10 +169,9 @@ class IPyParallelPool:
         self._ready: set[int] = set()  # engines that passed _prepare
         self.engine_pids: dict[int, int] = {}
         self._init_key = uuid.uuid4().hex
-        self._init_payload = None
-        if initializer is not None:
-            self._init_payload = cloudpickle.dumps((initializer, tuple(initargs)))
+        self._init_payload = None  # pickled by the first _prepare (it may ask engines)
         self._initializer = None if initializer is None else (initializer, tuple(initargs))
+        self._client_initializer = self._initializer  # for client_computes, run once
         self._client_computes = False
 
         if client is None and cluster is None and profile is None and cluster_id is None:
@@ -192,17 +222,35 @@ class IPyParallelPool:
 
     # -- the map contract --------------------------------------------------
 
-    def map(self, func: Callable[[Any], Any], iterable: Iterable) -> list:
+    def map(
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable,
+        chunksize: int | None = None,
+        callback: Callable[[list], Any] | None = None,
+    ) -> list:
         """Return ``list(map(func, iterable))``, evaluated on the engines.
 
         Parameters
         ----------
         func : callable
             The log-prob (emcee passes its ``_FunctionWrapper``). Pickled once
-            and cached on each engine while it stays in the pool's cache.
+            (cloudpickle: functions from ``__main__`` or a notebook too) and
+            cached on each engine while it stays in the pool's cache.
         iterable : ndarray of shape (n, ndim), or iterable
             Walker positions; a float64 array travels as raw buffers, anything
-            else (e.g. emcee's list of dicts for ``parameter_names``) as a list.
+            else (emcee's dicts for ``parameter_names``, dynesty's tuples) is
+            cloudpickled, with the functions and classes in it sent once per
+            engine.
+        chunksize : int, optional
+            Items per message. None (default): the pool chooses, one
+            contiguous chunk per engine worth using (``_chunking``); the
+            right choice for emcee. A number: chunks of that many items, each
+            handed to the next engine that is free, as
+            ``multiprocessing.Pool`` does (uneven costs balance out).
+        callback : callable, optional
+            Called with the list of results before it is returned
+            (schwimmbad's ``map``).
 
         Returns
         -------
@@ -210,11 +258,101 @@ class IPyParallelPool:
             Results in input order, as the built-in ``map`` gives them.
         """
         self._check_open()
+        self._drain_stream()
         t0 = time.perf_counter()
         self._record_last_map(t0)  # before choosing this map's chunks
         items = as_items(iterable)
-        if len(items) == 0:
-            return []
+        results: list = []
+        if len(items):
+            run = self._start(func, items, chunksize)
+            try:
+                replies = self._transport.run_map(*run.args)
+            except (KeyboardInterrupt, MapTimeoutError):
+                self._interrupt_abandoned()  # stop the work; its late replies are never read
+                raise
+            for done in replies:  # what each engine's chunk printed, in chunk order
+                if done is not None:
+                    _write_output(done[1])
+            for done, (a, _) in zip(replies, run.bounds):
+                if done is not None and done[1][0] in FAILED:  # other chunks may be unfinished
+                    self._stop_given_up()
+                    raise _failure(done[0], done[1], items, a)
+            for _, reply in replies:
+                results.extend(unpack_results(reply[1], reply[2]))
+            if chunksize is None:
+                self._note_cycle(run, replies, t0)
+        if callback is not None:
+            callback(results)
+        return results
+
+    def starmap(self, func: Callable[..., Any], iterable: Iterable, chunksize: int | None = None) -> list:
+        """``[func(*args) for args in iterable]``, evaluated on the engines
+        (``multiprocessing.Pool.starmap``)."""
+        return self.map(Starred(func), iterable, chunksize)
+
+    def apply(self, func: Callable[..., Any], args: tuple = (), kwds: dict | None = None):
+        """``func(*args, **kwds)`` on one engine (``multiprocessing.Pool.apply``)."""
+        return self.map(Applied(func), [(tuple(args), dict(kwds or {}))])[0]
+
+    def imap(self, func: Callable[[Any], Any], iterable: Iterable, chunksize: int = 1) -> Iterator:
+        """Like :meth:`map`, but an iterator: results in input order, each
+        chunk's as soon as it and those before it are done
+        (``multiprocessing.Pool.imap``). The work starts at the first
+        ``next()``; the iterable is read whole then. A map called while the
+        iterator is unfinished first collects its remaining results."""
+        self._check_open()
+        return self._iterate(func, iterable, chunksize, ordered=True)
+
+    def imap_unordered(self, func: Callable[[Any], Any], iterable: Iterable,
+                       chunksize: int = 1) -> Iterator:
+        """Like :meth:`imap`, but each chunk's results as soon as that chunk
+        is done, in any order (``multiprocessing.Pool.imap_unordered``)."""
+        self._check_open()
+        return self._iterate(func, iterable, chunksize, ordered=False)
+
+    def _iterate(self, func, iterable, chunksize, ordered: bool) -> Iterator:
+        self._drain_stream()
+        items = as_items(iterable)
+        if not len(items):
+            return
+        self._record_last_map(time.perf_counter())
+        run = self._start(func, items, chunksize)
+        stream = self._stream = _Stream(self, self._transport.iter_map(*run.args))
+        try:
+            nxt = 0  # the next chunk to release, when ordered
+            while nxt < len(run.bounds):
+                if ordered:
+                    while nxt not in stream.done and stream.step():
+                        pass
+                    i = nxt
+                else:
+                    while not stream.order and stream.step():
+                        pass
+                    i = stream.order.popleft()
+                done = stream.done.pop(i)
+                nxt += 1
+                _write_output(done[1])
+                if done[1][0] in FAILED:
+                    raise _failure(done[0], done[1], items, run.bounds[i][0])
+                yield from unpack_results(done[1][1], done[1][2])
+        finally:
+            if self._stream is stream:
+                self._stream = None
+            stream.close()
+
+    def _drain_stream(self) -> None:
+        """Collect the replies of an unfinished imap, so a new map has the
+        transport to itself (the iterator still yields them later)."""
+        if self._stream is not None:
+            self._stream.drain()
+
+    def _start(self, func, items, chunksize) -> "_Run":
+        """Choose a map's chunks and engines; send new paths first (owned cluster)."""
+        if chunksize is not None and (
+            isinstance(chunksize, bool) or not isinstance(chunksize, numbers.Integral) or chunksize < 1
+        ):
+            raise ValueError(f"chunksize={chunksize!r}: give a positive number of items, or None.")
+        self._sync_paths()
         entry = self._cache.get(func)
         engines = self._engines()
         owing = self._transport.owing()
@@ -223,51 +361,38 @@ class IPyParallelPool:
         # With client_computes the client works in the place of an engine
         # (so n engines keep n processes computing), or beside the only one.
         workers = max(len(engines), 2) if self._client_computes else len(engines)
-        bounds = chunk_bounds(len(items), self._policy.n_chunks(len(items), workers))
+        if chunksize is None:
+            bounds = chunk_bounds(len(items), self._policy.n_chunks(len(items), workers))
+        else:
+            bounds = chunk_bounds(len(items), -(-len(items) // int(chunksize)))
         # With client_computes the client takes the last chunk.
         local = functools.partial(_engine.run_chunk, func) if self._client_computes else None
         n_remote = len(bounds) - (local is not None)
         start = self._next_engine % len(engines) if self._transport.rotate_engines else 0
         targets = (engines[start:] + engines[:start])[:n_remote]
         self._next_engine = start + n_remote
-        try:
-            replies = self._transport.run_map(
-                entry, items, bounds, targets, self.timeout, alive=self._live_engines, local=local
-            )
-        except (KeyboardInterrupt, MapTimeoutError):
-            self._interrupt_abandoned()  # stop the work; its late replies are never read
-            raise
+        encode = None if isinstance(items, np.ndarray) else self._pack
+        args = (entry, items, bounds, targets, self.timeout, self._live_engines, local, encode)
+        return _Run(args, bounds, workers)
 
-        for done in replies:  # what each engine's chunk printed, in chunk order
-            if done is not None and len(done[1]) > _REPLY_LENGTH[done[1][0]]:
-                _capture.write_out(done[1][-1])
-        for done, (a, _) in zip(replies, bounds):
-            if done is not None and done[1][0] == "error":  # other chunks may be unfinished
-                # Stop them where only they can be stopped (the direct channel);
-                # ipyparallel's SIGINT could land in the next map's chunk.
-                self._transport.interrupt(list(self._transport.abandoned), given_up_only=True)
-                eid, (_, index, type_name, message, tb) = done[0], done[1][:5]
-                if index == _engine.LOAD_FAILED:
-                    raise EngineSetupError(
-                        f"engine {eid} could not load the log-prob: {type_name}: {message}. "
-                        "Install the modules it uses where the engines run (or pass "
-                        "initializer= to set them up); the remote traceback is attached "
-                        "as __cause__."
-                    ) from RemoteTraceback(type_name, message, tb)
-                raise RemoteLogProbError(
-                    eid, items[a + index], type_name, message
-                ) from RemoteTraceback(type_name, message, tb)
-        results: list = []
-        for _, reply in replies:
-            results.extend(unpack_results(reply[1], reply[2]))
+    def _pack(self, chunk) -> tuple:
+        return self._shipper.pack_items(chunk, self._objects)
+
+    def _note_cycle(self, run, replies, t0) -> None:
+        """Keep what the chunk policy learns from this map (``_record_last_map``)."""
         busy: dict = {}  # engine id -> seconds it computed this map
         longest = 0.0  # the longest chunk's compute time
         for eid, reply in replies:
             busy[eid] = busy.get(eid, 0.0) + reply[3]
             longest = max(longest, reply[3])
-        slack = max(busy.values()) - sum(busy.values()) / workers
-        self._unrecorded = (len(items), len(bounds), t0, longest, slack)
-        return results
+        slack = max(busy.values()) - sum(busy.values()) / run.workers
+        self._unrecorded = (len(run.args[1]), len(run.bounds), t0, longest, slack)
+
+    def _stop_given_up(self) -> None:
+        """After a failed chunk, stop the chunks the map gave up where only
+        they can be stopped (the direct channel); ipyparallel's SIGINT could
+        land in the next map's chunk."""
+        self._transport.interrupt(list(self._transport.abandoned), given_up_only=True)
 
     @property
     def timeout(self) -> float | None:
@@ -290,10 +415,10 @@ class IPyParallelPool:
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"client_computes={value!r}: give True or False.")
         value = bool(value)
-        if value and self._initializer is not None:
-            initializer, initargs = self._initializer
+        if value and self._client_initializer is not None:
+            initializer, initargs = self._client_initializer
             initializer(*initargs)
-            self._initializer = None  # once
+            self._client_initializer = None  # once
         if value != self._client_computes:
             self._policy, self._other_policy = self._other_policy, self._policy
             self._unrecorded = None  # the last map's cycle belongs to the other setting
@@ -361,25 +486,62 @@ class IPyParallelPool:
         return ids
 
     def _prepare(self, engine_ids: list[int]) -> None:
-        """Import emcee_ipp on each engine, run the initializer there once and,
-        on engines this pool started, set batch scheduling (``_engine.setup``)."""
-        calls = [
-            self._control.call(e, _engine.setup, self._init_key, self._init_payload,
-                               self._owned is not None)
-            for e in engine_ids
-        ]
+        """Import emcee_ipp on each engine and, on engines this pool started,
+        give them the client's paths and set batch scheduling; then run the
+        initializer there once (``_engine.setup``)."""
+        owned = self._owned is not None
+        if owned and self._paths_sent is None:
+            self._paths_sent = self._paths()
+        paths = self._paths_sent  # the others' (_sync_paths keeps them current)
+        pids = self._on_engines(engine_ids, "the set-up call", _engine.setup, None, None, owned, paths)
+        self.engine_pids.update(zip(engine_ids, pids))
+        if self._initializer is not None:
+            if self._init_payload is None:  # after the paths: it may ask the engines
+                self._init_payload = self._shipper.dumps(self._initializer, "the initializer")
+            self._on_engines(engine_ids, "the initializer", _engine.setup,
+                             self._init_key, self._init_payload)
+        for eid in engine_ids:
+            self._transport.add_engines([eid], self._setup_timeout())
+            self._ready.add(eid)
+
+    def _on_engines(self, engine_ids: list[int], what: str, fn, *args) -> list:
+        """``fn(*args)`` on each engine through ipyparallel; its results, or
+        EngineSetupError naming the engine."""
+        calls = [self._control.call(e, fn, *args) for e in engine_ids]
+        results = []
         for eid, ar in zip(engine_ids, calls):
             try:
-                self.engine_pids[eid] = ar.get(timeout=self._setup_timeout())
+                results.append(ar.get(timeout=self._setup_timeout()))
             except Exception as exc:
-                what = "the initializer" if self._init_payload else "the set-up call"
                 raise EngineSetupError(
                     f"{what} failed on engine {eid}: {exc}. If the error is an "
                     "ImportError, install emcee_ipp (and your log-prob's "
                     "modules) in the engines' Python environment."
                 ) from exc
-            self._transport.add_engines([eid], self._setup_timeout())
-            self._ready.add(eid)
+        return results
+
+    @staticmethod
+    def _paths() -> tuple:
+        return list(sys.path), os.getcwd()
+
+    def _sync_paths(self) -> None:
+        """Give the pool's own engines the client's sys.path and working
+        directory again, if either changed (a notebook's sys.path.append)."""
+        if self._owned is None or self._paths_sent is None:
+            return
+        paths = self._paths()
+        if paths != self._paths_sent:
+            self._on_engines(sorted(self._ready), "updating sys.path", _engine.set_paths, *paths)
+            self._paths_sent = paths
+
+    def _missing_on_engines(self, names: list[str]) -> set[str]:
+        """Those of the modules ``names`` that some engine cannot import (for
+        ``ship_modules="auto"``); asked once per module by the Shipper."""
+        targets = sorted(self._ready) or list(self._client.ids)
+        missing: set[str] = set()
+        for found in self._on_engines(targets, "checking modules", _engine.missing_modules, names):
+            missing.update(found)
+        return missing
 
     def _setup_timeout(self) -> float:
         return 60.0 if self.timeout is None else max(self.timeout, 60.0)
@@ -425,7 +587,9 @@ class IPyParallelPool:
     def clear_cache(self) -> None:
         """Forget every cached function, on the client and on every engine."""
         self._check_open()
+        self._drain_stream()
         self._cache.clear()
+        self._objects.clear()
         for ar in [self._control.call(e, _engine.clear_cache) for e in self._client.ids]:
             ar.get(timeout=self._setup_timeout())
 
@@ -514,3 +678,90 @@ def _seconds(name: str, value, none_ok: bool = True) -> float | None:
             f"{', or None' if none_ok else ''}."
         )
     return float(value)
+
+
+class _Run:
+    """One map's plan: ``iter_map``'s arguments, its chunks, and how many
+    workers share them."""
+
+    __slots__ = ("args", "bounds", "workers")
+
+    def __init__(self, args: tuple, bounds: list, workers: int):
+        self.args, self.bounds, self.workers = args, bounds, workers
+
+
+class _Stream:
+    """An imap's replies, read from the transport as its consumer asks (client)."""
+
+    def __init__(self, pool: IPyParallelPool, replies: Iterator):
+        self._pool = pool
+        self._replies = replies  # Transport.iter_map
+        self.done: dict = {}  # chunk index -> (engine id, reply), not yet released
+        self.order: deque = deque()  # chunk indices in the order they finished
+
+    def step(self) -> bool:
+        """Read one more finished chunk; False once none is left."""
+        try:
+            i, eid, reply = next(self._replies)
+        except StopIteration:
+            return False
+        except (KeyboardInterrupt, MapTimeoutError):
+            self._pool._interrupt_abandoned()  # noqa: SLF001
+            raise
+        self.done[i] = (eid, reply)
+        self.order.append(i)
+        if reply[0] in FAILED:  # the rest is given up: stop it now, not when released
+            self._replies.close()
+            self._pool._stop_given_up()  # noqa: SLF001
+        return True
+
+    def drain(self) -> None:
+        while self.step():
+            pass
+
+    def close(self) -> None:
+        """Give up what is still running (the consumer stopped early)."""
+        self._replies.close()
+        if self._pool._transport.abandoned:  # noqa: SLF001
+            self._pool._interrupt_abandoned()  # noqa: SLF001
+
+
+def _write_output(reply: tuple) -> None:
+    """Write what a chunk's log-prob printed on its engine, here."""
+    if len(reply) > _REPLY_LENGTH[reply[0]]:
+        _capture.write_out(reply[-1])
+
+
+def _failure(eid, reply: tuple, items, first: int) -> EmceeIppError:
+    """The error a failed chunk's reply stands for, with the remote traceback
+    as its cause. ``first``: the index of the chunk's first item."""
+    status, index, type_name, message, tb = reply[:5]
+    cause = RemoteTraceback(type_name, message, tb)
+    if status == "badinput":
+        error = EngineSetupError(
+            f"engine {eid} could not load map item {first + index}: {type_name}: {message}. "
+            "The log-prob never ran on it. " + _install_hint(type_name, message)
+        )
+    elif index == _engine.LOAD_FAILED:
+        error = EngineSetupError(
+            f"engine {eid} could not load the log-prob: {type_name}: {message}. "
+            + _install_hint(type_name, message)
+        )
+    else:
+        error = RemoteLogProbError(eid, items[first + index], type_name, message)
+    error.__cause__ = cause
+    return error
+
+
+def _install_hint(type_name: str, message: str) -> str:
+    module = re.match(r"No module named '([^']+)'", message or "")
+    if type_name == "ModuleNotFoundError" and module:
+        return (
+            f"Install {module.group(1).split('.')[0]!r} where the engines run (it is "
+            "not the user code ship_modules sends), or set the engines up with "
+            "initializer=; the remote traceback is attached as __cause__."
+        )
+    return (
+        "Install the modules it uses where the engines run (or pass initializer= "
+        "to set them up); the remote traceback is attached as __cause__."
+    )

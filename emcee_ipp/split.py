@@ -121,7 +121,11 @@ def run_split(
         log.info("run_split: the saved ensembles hold %d to %d steps; each now runs to %d",
                  min(done), max(done), target)
     tasks = [(starts[i], rng_states[i], target, paths[i] if paths else None) for i in range(n)]
-    scheduler = _Scheduler(pool, _ensemble.sampler_recipe(sampler), tasks, done, progress)
+    pool._sync_paths()  # noqa: SLF001 (a notebook's sys.path.append reaches the engines)
+    recipe = _ensemble.sampler_recipe(
+        sampler, lambda obj: pool._shipper.dumps(obj, "the sampler")  # noqa: SLF001
+    )
+    scheduler = _Scheduler(pool, recipe, tasks, done, progress)
     arrays, engines = scheduler.run()
     ensembles = [
         EnsembleResult(i, engines[i], seeds[i], backend_from_arrays(arrays[i]),

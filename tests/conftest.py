@@ -15,11 +15,9 @@ import pytest
 
 HERE = pathlib.Path(__file__).parent
 
-# Engines are launched with a copy of this environment: let them import the
-# module-level test helpers by reference, and keep BLAS single-threaded.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(HERE)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-)
+# No PYTHONPATH for the engines: they reach the module-level test helpers as
+# a user's engines reach the user's modules (the pool gives its own engines
+# the client's sys.path, and ships what others cannot import).
 faulthandler.enable(file=sys.stderr)
 
 from emcee_ipp import IPyParallelPool  # noqa: E402
@@ -87,16 +85,26 @@ def split_pool(pools):
 
 
 @pytest.fixture(scope="session")
-def external_cluster(ipython_dir):
-    """A cluster the tests start themselves, in a private profile."""
+def external_cluster(ipython_dir, tmp_path_factory):
+    """A cluster the tests start themselves, in a private profile, as a user's
+    cluster may be elsewhere: its engines run in another folder, with
+    neither the client's sys.path nor its working directory (``python -P``:
+    not even the folder they started in), so the user's modules (here the
+    test helpers) reach them only by value."""
     import ipyparallel as ipp
+    from traitlets.config import Config
 
+    config = Config()
+    config.LocalEngineSetLauncher.engine_cmd = [sys.executable, "-P", "-m", "ipyparallel.engine"]
+    elsewhere = tmp_path_factory.mktemp("engines_elsewhere")
+    config.LocalEngineSetLauncher.engine_args = [f"--work-dir={elsewhere}"]
     cluster = ipp.Cluster(
         n=1,
         profile="emcee_ipp_test",
         cluster_id="ext",
         controller_args=["--HeartMonitor.period=300"],
         log_level=30,
+        config=config,
     )
     client = cluster.start_and_connect_sync(activate=False)
     client.close()

@@ -1,7 +1,8 @@
 """Log-prob functions and engine-side probes used by the tests.
 
-Module level, so the engines import them by reference; conftest.py puts this
-folder on the engines' PYTHONPATH.
+Module level, so the engines of a pool's own cluster import them by
+reference (they get the client's sys.path, which pytest gave this folder);
+engines of other clusters get them by value (``ship_modules="auto"``).
 """
 from __future__ import annotations
 
@@ -65,7 +66,9 @@ def slower_gaussian_with_pid(x):
 
 def unpicklable_blob(x):
     """A log-prob whose blob cannot be pickled to travel back to the client."""
-    return float(-0.5 * np.dot(x, x)), (lambda: None)
+    import threading
+
+    return float(-0.5 * np.dot(x, x)), threading.Lock()
 
 
 def returns_int(x):
@@ -284,3 +287,63 @@ def raises_if_positive_hangs_if_negative(x):
     if x[0] > 0:
         raise ValueError("positive")
     return hang_if_negative(x)
+
+
+class WaitsFor:
+    """``i -> i * 10``, but item ``index`` first waits (at most 60 s) for
+    ``path`` to exist: a chunk that finishes only when the test says so."""
+
+    def __init__(self, path, index):
+        self.path, self.index = str(path), index
+
+    def __call__(self, i):
+        if i == self.index:
+            end = time.monotonic() + 60
+            while not os.path.exists(self.path) and time.monotonic() < end:
+                time.sleep(0.005)
+        return i * 10
+
+
+def _load_only_in(pid):
+    if os.getpid() != pid:
+        raise RuntimeError(f"this item loads only in process {pid}")
+    return LoadsOnlyIn(pid)
+
+
+class LoadsOnlyIn:
+    """An item that unpickles only in process ``pid`` (the client)."""
+
+    def __init__(self, pid):
+        self.pid = pid
+
+    def __reduce__(self):
+        return _load_only_in, (self.pid,)
+
+
+class CountingModel:
+    """A model whose bound method is the log-prob; counts its pickles."""
+
+    pickles = 0
+
+    def __init__(self, scale):
+        self.scale = scale
+
+    def logp(self, x):
+        return float(-0.5 * np.dot(x, x) / self.scale)
+
+    def __getstate__(self):
+        CountingModel.pickles += 1
+        return self.__dict__
+
+
+def remotely(view, fn, *args):
+    """``fn(*args)`` on the engines of an ipyparallel ``view``, sent as a pool
+    sends user code to engines that cannot import it: by value, into the
+    namespace ``fn``'s module shares there (so it sees what an initializer
+    the pool shipped set). For clusters the pool did not start."""
+    import cloudpickle
+
+    from emcee_ipp._shipping import Shipper, _Call
+
+    payload = Shipper([fn.__module__], lambda names: ()).dumps(_Call(fn, args))
+    return view.apply_sync(cloudpickle.loads, payload)

@@ -29,8 +29,11 @@ def _send_raw(url, message, wait_s=1.0):
 
 
 def _evil_request(key, path):
-    header = {"id": "forged", "op": "eval", "token": "t", "payload": False, "kind": "pickle"}
-    return _frames.pack(key, header, pickle.dumps([helpers.CreatesFile(str(path))]))
+    """A request whose first object loaded on the engine (an object its
+    items name) creates ``path`` when unpickled."""
+    header = {"id": "forged", "op": "eval", "token": "t", "payload": False, "kind": "packed",
+              "count": 0, "objects": ["evil"]}
+    return _frames.pack(key, header, b"", pickle.dumps(helpers.CreatesFile(str(path))))
 
 
 def _engine_urls(pool):
@@ -132,7 +135,7 @@ def test_unreachable_engines_fall_back_or_fail_clearly(external_cluster, caplog)
     try:
         # Make the engine advertise an address where nothing listens.
         dead = ["unix:@emcee_ipp-nobody-listens", "tcp://127.0.0.1:9"]
-        old = client[:].apply_sync(helpers.point_direct_server_at, dead)
+        old = helpers.remotely(client[:], helpers.point_direct_server_at, dead)
         try:
             with pytest.raises(DirectUnavailable, match="did not answer.*transport='ipp'"):
                 IPyParallelPool(client=client, transport="direct")
@@ -143,7 +146,7 @@ def test_unreachable_engines_fall_back_or_fail_clearly(external_cluster, caplog)
             assert "uses ipyparallel messages" in caplog.text
         finally:
             for eid, url in zip(client.ids, old):
-                client[eid].apply_sync(helpers.point_direct_server_at, url)
+                helpers.remotely(client[eid], helpers.point_direct_server_at, url)
     finally:
         client.close()
 

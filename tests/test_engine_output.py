@@ -7,6 +7,8 @@ import os
 
 import pytest
 
+import helpers
+
 
 def _count_handoffs_and_print(text: str) -> tuple[str, int, int]:
     """On an engine: hand-offs to the IOPub thread by 5 idle flushes, then by
@@ -132,7 +134,7 @@ def test_owned_engines_are_batch_work_and_other_clusters_keep_their_policy(
 
     external = fresh_pool_on_external
     external.map(abs, [-1.0, 2.0, -3.0, 4.0])
-    for policies in external.client[:].apply_sync(_thread_policies):
+    for policies in helpers.remotely(external.client[:], _thread_policies):
         assert set(policies) == {os.SCHED_OTHER}
 
 

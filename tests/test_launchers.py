@@ -51,7 +51,7 @@ def test_pool_on_mpi_engines(mpi_cluster):
     # An unstarted Cluster: the pool starts it, and leaves it running on close.
     with IPyParallelPool(cluster=mpi_cluster) as pool:
         assert pool.size == 2
-        ranks = sorted(pool.client[:].apply_sync(helpers.mpi_rank_and_size))
+        ranks = sorted(helpers.remotely(pool.client[:], helpers.mpi_rank_and_size))
         assert ranks == [(0, 2), (1, 2)]  # one MPI world of two ranks
 
         _assert_chain_identical_to_serial(pool)
@@ -89,7 +89,7 @@ def test_pool_on_slurm_engines(ipython_dir):
     try:
         with IPyParallelPool(cluster=cluster, start_timeout=120) as pool:
             assert pool.size == 2
-            jobs = set(pool.client[:].apply_sync(helpers.slurm_job_id))
+            jobs = set(helpers.remotely(pool.client[:], helpers.slurm_job_id))
             assert len(jobs) == 1 and None not in jobs  # both engines inside one Slurm job
             _assert_chain_identical_to_serial(pool)
     finally:

@@ -120,7 +120,7 @@ def test_initializer_runs_on_every_engine_including_late_ones(external_cluster):
             client=client, initializer=helpers.set_engine_value, initargs=("ready",)
         ) as p:
             first = set(client.ids)
-            assert set(client[:].apply_sync(helpers.get_engine_value)) == {"ready"}
+            assert set(helpers.remotely(client[:], helpers.get_engine_value)) == {"ready"}
             external_cluster.start_engines_sync(n=1)
             client.wait_for_engines(len(first) + 1, timeout=60, interactive=False)
             new = set(client.ids) - first
@@ -129,7 +129,7 @@ def test_initializer_runs_on_every_engine_including_late_ones(external_cluster):
             assert p.map(helpers.gaussian, np.zeros((4, 2))) == [0.0] * 4
             assert p.size == len(first) + 1
             for eid in new:
-                assert client[eid].apply_sync(helpers.get_engine_value) == "ready"
+                assert helpers.remotely(client[eid], helpers.get_engine_value) == "ready"
             assert p.map(helpers.read_engine_value, np.zeros((8, 1))) == ["ready"] * 8
     finally:
         client.close()

@@ -91,20 +91,6 @@ def test_result_that_cannot_travel_back_is_an_error_not_a_hang(pool):
     assert pool.map(helpers.gaussian, x) == list(map(helpers.gaussian, x))
 
 
-def test_a_log_prob_the_engines_cannot_load_is_named_as_such(pool, tmp_path, monkeypatch):
-    """A log-prob from a module only the client has: the error says the
-    engines could not load it (not that it raised for some walker)."""
-    name = f"client_only_{tmp_path.name.replace('-', '_')}"
-    (tmp_path / f"{name}.py").write_text("def logp(x):\n    return -0.5 * float((x ** 2).sum())\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    module = __import__(name)
-    with pytest.raises(EngineSetupError, match=rf"could not load the log-prob: ModuleNotFoundError: "
-                                               rf"No module named '{name}'.*Install the modules"):
-        pool.map(module.logp, np.zeros((4, 2)))
-    x = np.arange(8, dtype=float).reshape(4, 2)
-    assert pool.map(helpers.gaussian, x) == [helpers.gaussian(r) for r in x]  # still usable
-
-
 def test_what_the_log_prob_prints_is_shown_here_in_order(pool, capsys):
     """Prints on the engines reach the client's stdout and stderr, chunk by
     chunk in input order, when the map returns; the client keeps none of it."""

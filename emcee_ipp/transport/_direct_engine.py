@@ -12,7 +12,7 @@ asked (``spin``, see ``direct.ENGINE_SPIN_S``) before it blocks::
 
     pool (one connection per pool)         this engine (_connection thread)
     sig|{"id","op":"eval",...}|data     -> verify HMAC, or drop, log and hang up
-                                           _engine.evaluate(token, payload, chunk)
+       (|fn bytes)(|objects' bytes)        _engine.evaluate(token, payload, chunk, ...)
     <- sig|{"id","status",...}|data        same id, so the pool matches it
 
 One server per engine process, shared by every pool of the same cluster
@@ -234,6 +234,8 @@ def _handle(key: bytes, header: dict, parts: list) -> list:
     try:
         chunk = _frames.decode_chunk(header, parts[0])
         payload = parts[1] if header.get("payload") else None  # unpickled, not kept
+        keys = header.get("objects") or []
+        objects = list(zip(keys, parts[len(parts) - len(keys):]))
         with _EVALUATING:
             with _BUSY:
                 cancelled = rid in _CANCELLED
@@ -242,7 +244,7 @@ def _handle(key: bytes, header: dict, parts: list) -> list:
             if cancelled:
                 raise KeyboardInterrupt("the pool gave this chunk up before it started")
             try:
-                reply = _engine.evaluate(header["token"], payload, chunk, MAX_ENTRIES)
+                reply = _engine.evaluate(header["token"], payload, chunk, MAX_ENTRIES, objects)
             finally:
                 _end_busy()
     except BaseException as exc:  # interrupted, or worse: report, never die

@@ -15,8 +15,9 @@ The header is a small dict (the request id, the parts' lengths, ...),
 pickled because that takes a fifth of JSON's time (1.7 against 8 us to dump
 and load, twice per chunk); it is only loaded once the signature checks.
 Positions and float results travel as raw float64 bytes; the header says
-their shape. Lists (dicts of named parameters, tuples with blobs) travel
-pickled.
+their shape. Other items (dicts of named parameters, dynesty's tuples)
+travel as the ``_wire.Packed`` bytes ``_shipping`` made; other results
+(tuples with blobs) travel pickled.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ import socket
 import struct
 
 import numpy as np
+
+from .._wire import Packed
 
 SIG_BYTES = 32
 _LENGTH = struct.Struct("<Q")
@@ -135,18 +138,20 @@ def unpack(key: bytes, message) -> tuple[dict, list] | None:
 
 
 def encode_chunk(chunk) -> tuple[dict, bytes]:
-    """A chunk of the map's input as (header fields, data part)."""
+    """A chunk of the map's input (float64 rows, or a ``_wire.Packed``) as
+    (header fields, data part)."""
     if isinstance(chunk, np.ndarray):
         data = np.ascontiguousarray(chunk, dtype=np.float64)
         return {"kind": "array", "shape": list(data.shape)}, data.tobytes()
-    return {"kind": "pickle"}, pickle.dumps(list(chunk), protocol=pickle.HIGHEST_PROTOCOL)
+    return {"kind": "packed", "count": chunk.count}, chunk.data
 
 
 def decode_chunk(header: dict, data):
     if header["kind"] == "array":
         # A writable copy: a log-prob may change its input, as it may serially.
         return np.frombuffer(data, dtype=np.float64).reshape(header["shape"]).copy()
-    return pickle.loads(data)  # only ever called on a verified message
+    # Loaded by _engine.evaluate, item by item; only ever on a verified message.
+    return Packed(int(header["count"]), data)
 
 
 def encode_reply(reply: tuple) -> tuple[dict, bytes]:
@@ -157,21 +162,21 @@ def encode_reply(reply: tuple) -> tuple[dict, bytes]:
         fields = {"status": "ok", "kind": kind, "seconds": seconds}
         if output:  # what the log-prob printed (_capture)
             fields["output"] = output[0]
-        if kind == "o":
-            return fields, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+        if kind == "p":  # pickled on the engine (_wire.pickle_results)
+            return fields, data
         return fields, data.tobytes()
     if status == "miss":
         return {"status": "miss"}, b""
-    return {"status": "error", "error": list(reply[1:])}, b""
+    return {"status": status, "error": list(reply[1:])}, b""  # "error", "badinput"
 
 
 def decode_reply(header: dict, data) -> tuple:
     status = header["status"]
     if status == "ok":
         kind = header["kind"]
-        values = pickle.loads(data) if kind == "o" else np.frombuffer(data, dtype=np.float64)
+        values = data if kind == "p" else np.frombuffer(data, dtype=np.float64)
         output = (tuple(header["output"]),) if "output" in header else ()
         return ("ok", kind, values, header["seconds"], *output)
     if status == "miss":
         return ("miss",)
-    return ("error", *header["error"])
+    return (status, *header["error"])

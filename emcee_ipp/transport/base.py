@@ -12,12 +12,15 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..exceptions import MapTimeoutError, NoEnginesError
 
 # How often a wait wakes to check for lost engines and the deadline.
 WAKE_S = 0.1
+# Reply statuses that end a map (the caller raises): the function raised,
+# or an item could not be loaded on the engine.
+FAILED = ("error", "badinput")
 
 
 class EngineLost(Exception):
@@ -36,8 +39,12 @@ class Transport(ABC):
     abandoned: tuple = ()
 
     @abstractmethod
-    def submit(self, engine_id: int, token: str, payload: bytes | None, chunk) -> Any:
-        """Start ``_engine.evaluate(token, payload, chunk)`` on one engine; return a handle."""
+    def submit(self, engine_id: int, token: str, payload: bytes | None, chunk,
+               objects: list = ()) -> Any:
+        """Start ``_engine.evaluate(token, payload, chunk, ..., objects)`` on one
+        engine; return a handle. ``chunk`` is a float64 array or a
+        ``_wire.Packed``; ``objects`` the ``(token, bytes)`` of cached objects
+        its items name that the engine lacks."""
 
     @abstractmethod
     def wait_first(self, handles: list, timeout: float) -> list[tuple[Any, Any]]:
@@ -76,7 +83,17 @@ class Transport(ABC):
     def close(self) -> None:
         """Release what the transport holds (sockets, views)."""
 
-    def run_map(
+    def run_map(self, entry, items, bounds, engines, timeout, alive, local=None, encode=None) -> list:
+        """Evaluate every chunk; return ``(engine_id, reply)`` per chunk, in
+        chunk order (:meth:`iter_map`'s replies; after an error reply, None
+        for the chunks not finished)."""
+        replies: list = [None] * len(bounds)
+        for i, eid, reply in self.iter_map(entry, items, bounds, engines, timeout, alive,
+                                           local, encode):
+            replies[i] = (eid, reply)
+        return replies
+
+    def iter_map(
         self,
         entry,
         items,
@@ -85,46 +102,56 @@ class Transport(ABC):
         timeout: float | None,
         alive: Callable[[], list[int]],
         local: Callable[[Any], tuple] | None = None,
-    ) -> list:
-        """Evaluate every chunk; return ``(engine_id, reply)`` per chunk, in chunk order.
+        encode: Callable[[Any], tuple] | None = None,
+    ) -> Iterator[tuple[int, int | None, tuple]]:
+        """Evaluate every chunk; yield ``(chunk index, engine_id, reply)`` as
+        each finishes, and stop after an error reply.
 
         The first chunks go to ``engines`` in order; each further chunk goes
-        to the first engine that finishes. With ``local`` (the pool's
-        ``client_computes``), the client evaluates the last chunk itself,
-        ``local(chunk)``, once the others are sent (:meth:`sending`), and
-        later ones whenever no engine is free, a lost engine's chunk
-        included; its replies carry the engine id None. After an
-        error reply the list is returned at once, with None for chunks not
-        finished.
+        to the first engine that finishes. ``encode(items[a:b])`` gives what
+        travels for a chunk and the object-cache entries it names
+        (``_shipping``); their bytes, like the function's, go to engines
+        that lack them. With ``local`` (the pool's ``client_computes``), the
+        client evaluates the last chunk itself, ``local(chunk)``, once the
+        others are sent (:meth:`sending`), and later ones whenever no engine
+        is free, a lost engine's chunk included; its replies carry the
+        engine id None. ``timeout`` counts only while the generator runs,
+        not while its consumer holds it (``imap``). Closing the generator
+        gives up the chunks still in flight (:attr:`abandoned`).
         """
         pending = deque(range(len(bounds)))
         mine = pending.pop() if local is not None else None  # the client's next chunk
         idle = deque(engines)
         inflight: dict = {}  # handle -> (chunk index, engine id)
         lost: set = set()  # engines lost during this map
-        replies: list = [None] * len(bounds)
+        wire: dict = {}  # chunk index -> (what travels, object entries it names)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while pending or inflight or mine is not None:
+                finished = []
                 while pending and idle:
                     eid, i = idle.popleft(), pending.popleft()
-                    a, b = bounds[i]
+                    if i not in wire:
+                        a, b = bounds[i]
+                        wire[i] = encode(items[a:b]) if encode else (items[a:b], ())
+                    chunk, named = wire[i]
                     payload = None if eid in entry.engines else entry.payload
-                    inflight[self.submit(eid, entry.token, payload, items[a:b])] = (i, eid)
+                    objects = [(e.token, e.payload) for e in named if eid not in e.engines]
+                    inflight[self.submit(eid, entry.token, payload, chunk, objects)] = (i, eid)
                 if mine is not None and not self.sending():  # the engines compute meanwhile
                     a, b = bounds[mine]
-                    replies[mine] = (None, local(items[a:b]))
-                    if replies[mine][1][0] == "error":
-                        return replies
+                    finished.append((mine, None, local(items[a:b])))
                     mine = None
+                    if finished[-1][2][0] in FAILED:
+                        yield finished[-1]
+                        return
                     if not inflight:
                         mine = pending.pop() if pending else None
-                        continue
                     wake = 0.0  # collect what finished meanwhile, then go on
                 else:
                     wake = WAKE_S if deadline is None else min(
                         WAKE_S, max(0.0, deadline - time.monotonic()))
-                done = self.wait_first(list(inflight), wake)
+                done = self.wait_first(list(inflight), wake) if inflight else []
                 for handle, reply in done:
                     if handle not in inflight:  # sent by a map interrupted before it held the handle
                         continue
@@ -134,15 +161,16 @@ class Transport(ABC):
                         pending.appendleft(i)
                         lost.add(eid)
                     elif reply[0] == "miss":  # it lost its cache: send the bytes again
-                        entry.engines.discard(eid)
+                        for held in (entry, *wire[i][1]):
+                            held.engines.discard(eid)
                         pending.appendleft(i)
                         idle.appendleft(eid)
                     else:
-                        entry.engines.add(eid)
-                        replies[i] = (eid, reply)
-                        if reply[0] == "error":
-                            return replies  # the caller raises; late replies are dropped
-                        idle.append(eid)
+                        for held in (entry, *wire[i][1]):
+                            held.engines.add(eid)
+                        finished.append((i, eid, reply))
+                        if reply[0] not in FAILED:
+                            idle.append(eid)
                 if done and pending and not idle:
                     self._recruit(inflight, idle, alive(), lost)
                 elif not done and (local is None or inflight or not pending):
@@ -150,11 +178,18 @@ class Transport(ABC):
                     self._check(inflight, idle, pending, alive, deadline, timeout, lost)
                 if local is not None and mine is None and pending and not idle:
                     mine = pending.pop()  # every engine is busy: the client takes one
+                if finished:
+                    held_at = time.monotonic()
+                    for reply in finished:
+                        yield reply
+                        if reply[2][0] in FAILED:
+                            return  # the caller raises; late replies are dropped
+                    if deadline is not None:  # the consumer's time is not the map's
+                        deadline += time.monotonic() - held_at
         finally:
             self.abandoned = tuple(sorted({eid for _, eid in inflight.values()})) if inflight else ()
             if inflight:
                 self.forget(list(inflight))
-        return replies
 
     @staticmethod
     def _recruit(inflight, idle, live, lost) -> None:

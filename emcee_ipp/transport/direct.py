@@ -295,11 +295,15 @@ class DirectTransport(Transport):
 
     # -- the Transport contract -----------------------------------------------
 
-    def submit(self, engine_id, token, payload, chunk):
+    def submit(self, engine_id, token, payload, chunk, objects=()):
         fields, data = _frames.encode_chunk(chunk)
         header = {"op": "eval", "token": token, "payload": payload is not None,
                   "spin": self._spin.get(engine_id, 0.0), **fields}
-        return self._send(engine_id, header, data, *([payload] if payload is not None else []))
+        parts = [data] if payload is None else [data, payload]
+        if objects:
+            header["objects"] = [key for key, _ in objects]
+            parts.extend(b for _, b in objects)
+        return self._send(engine_id, header, *parts)
 
     def wait_first(self, handles, timeout):
         # Every reply still awaited belongs to one of ``handles``: the pool

@@ -69,11 +69,13 @@ class IppTransport(Transport):
         """Run any function on one engine (set-up calls); return its AsyncResult."""
         return self._view(engine_id).apply_async(fn, *args)
 
-    def submit(self, engine_id, token, payload, chunk):
+    def submit(self, engine_id, token, payload, chunk, objects=()):
         ident = self._idents.get(engine_id)
         if ident is None:
             ident = self._idents[engine_id] = self._client._build_targets(engine_id)[0][0]  # noqa: SLF001
         args = [token, payload, chunk, MAX_ENTRIES]
+        if objects:
+            args.append(list(objects))
         if self._mux is None:
             self._mux = _mux.open_for(self._client) or False
         if self._mux:
