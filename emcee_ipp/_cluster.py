@@ -84,18 +84,25 @@ class OwnedCluster:
         config.LocalEngineSetLauncher.environment = env
         config.LocalEngineSetLauncher.engine_args = list(ENGINE_ARGS)
         config.LocalEngineSetLauncher.delay = 0
+        self.log = _ClusterLog(log, {})
         self.cluster = ipp.Cluster(
             n=n,
             delay=0,
             send_engines_connection_env=False,
             controller_args=list(CONTROLLER_ARGS),
             engine_timeout=timeout,
-            log_level=logging.WARNING,
+            log=self.log,
             config=config,
         )
         self.client = None
+        self.started = False
         try:
-            self.client = self.cluster.start_and_connect_sync(activate=False)
+            # start_and_connect_sync's steps, but quiet: in IPython its wait
+            # for engines draws a progress bar in the cell (interactive=None).
+            self.cluster.start_cluster_sync()
+            self.client = self.cluster.connect_client_sync()
+            self.client.wait_for_engines(n, timeout=timeout, interactive=False)
+            self.started = True
         except TimeoutError as exc:
             self.stop()
             raise NoEnginesError(
@@ -113,6 +120,11 @@ class OwnedCluster:
 
     def stop(self) -> None:
         """Stop the cluster and make sure none of its processes is left. Idempotent."""
+        # Stopping a cluster that started is not news (see _ClusterLog); after
+        # a failed start, what the engines logged may tell why. For good: the
+        # launchers log from ipyparallel's thread, maybe after we return.
+        if self.started:
+            self.log.stopping = True
         if self.client is not None:
             self.client.close()
             self.client = None
@@ -132,6 +144,31 @@ class OwnedCluster:
             stacklevel=2,
         )
         self.stop()
+
+
+class _ClusterLog(logging.LoggerAdapter):
+    """The log an owned cluster and its launchers write to: ``emcee_ipp``'s,
+    WARNING and above, and silent once a cluster that started is stopped.
+
+    Runs on the client, in ipyparallel's thread. An engine that dies while
+    the pool runs is still reported, with its output. Stopping the cluster is
+    not news, yet ipyparallel 9.2 reports it as a failure: its engines exit 1
+    on the SIGTERM that stops them (``IPEngine.start`` lets tornado's "Event
+    loop stopped before Future completed" escape), so each launcher warns
+    "Output for N: ..." with the engine's whole log and the cluster warns
+    "engine set stopped ...: exit_code 1". ipyparallel's default log, in an
+    IPython kernel, writes that into the cell; in a script it was lost only
+    because the loop that would have logged it is gone by then.
+    """
+
+    stopping = False
+
+    def isEnabledFor(self, level: int) -> bool:
+        return not self.stopping and level >= logging.WARNING and super().isEnabledFor(level)
+
+    def getEffectiveLevel(self) -> int:
+        # Launchers copy engine output to stderr live at DEBUG; never here.
+        return max(logging.WARNING, super().getEffectiveLevel())
 
 
 def connect(*, client=None, cluster=None, profile=None, cluster_id=None, timeout: float):
