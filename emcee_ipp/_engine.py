@@ -130,6 +130,8 @@ def load_items(packed: Packed):
     ``("miss",)`` if they name an object this engine lacks, or
     ``("badinput", index, type, message, traceback)`` for the first item that
     cannot be loaded here (a module the engine lacks, say)."""
+    if packed.whole:  # plain data: nothing here can fail to load it
+        return pickle.loads(packed.data)
     unpickler = _ItemUnpickler(io.BytesIO(packed.data))
     items = []
     for index in range(packed.count):

@@ -29,16 +29,18 @@ PICKLED = "p"
 
 class Packed:
     """A chunk of items that are not a float64 array: ``count`` pickles, one
-    after another in ``data`` (one pickler, so they share its memo)."""
+    after another in ``data`` (one pickler, so they share its memo), or with
+    ``whole``, one pickled list of plain data (numbers, strings)."""
 
-    __slots__ = ("count", "data")
+    __slots__ = ("count", "data", "whole")
 
-    def __init__(self, count: int, data):
+    def __init__(self, count: int, data, whole: bool = False):
         self.count = count
         self.data = data
+        self.whole = whole
 
     def __reduce__(self):
-        return Packed, (self.count, self.data)
+        return Packed, (self.count, self.data, self.whole)
 
     def __len__(self) -> int:
         return self.count

@@ -143,7 +143,7 @@ def encode_chunk(chunk) -> tuple[dict, bytes]:
     if isinstance(chunk, np.ndarray):
         data = np.ascontiguousarray(chunk, dtype=np.float64)
         return {"kind": "array", "shape": list(data.shape)}, data.tobytes()
-    return {"kind": "packed", "count": chunk.count}, chunk.data
+    return {"kind": "packed", "count": chunk.count, "whole": chunk.whole}, chunk.data
 
 
 def decode_chunk(header: dict, data):
@@ -151,7 +151,7 @@ def decode_chunk(header: dict, data):
         # A writable copy: a log-prob may change its input, as it may serially.
         return np.frombuffer(data, dtype=np.float64).reshape(header["shape"]).copy()
     # Loaded by _engine.evaluate, item by item; only ever on a verified message.
-    return Packed(int(header["count"]), data)
+    return Packed(int(header["count"]), data, bool(header.get("whole")))
 
 
 def encode_reply(reply: tuple) -> tuple[dict, bytes]:
