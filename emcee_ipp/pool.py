@@ -324,7 +324,7 @@ class IPyParallelPool:
                 if ordered:
                     while nxt not in stream.done and stream.step():
                         pass
-                    i = nxt
+                    i = nxt if nxt in stream.done else stream.failed()  # a later chunk failed
                 else:
                     while not stream.order and stream.step():
                         pass
@@ -698,12 +698,16 @@ class _Stream:
         self._replies = replies  # Transport.iter_map
         self.done: dict = {}  # chunk index -> (engine id, reply), not yet released
         self.order: deque = deque()  # chunk indices in the order they finished
+        self.finished = False
 
     def step(self) -> bool:
         """Read one more finished chunk; False once none is left."""
+        if self.finished:
+            return False
         try:
             i, eid, reply = next(self._replies)
         except StopIteration:
+            self.finished = True
             return False
         except (KeyboardInterrupt, MapTimeoutError):
             self._pool._interrupt_abandoned()  # noqa: SLF001
@@ -712,8 +716,13 @@ class _Stream:
         self.order.append(i)
         if reply[0] in FAILED:  # the rest is given up: stop it now, not when released
             self._replies.close()
+            self.finished = True
             self._pool._stop_given_up()  # noqa: SLF001
         return True
+
+    def failed(self) -> int:
+        """The chunk whose failure ended the run early."""
+        return next(i for i, (_, reply) in self.done.items() if reply[0] in FAILED)
 
     def drain(self) -> None:
         while self.step():
@@ -721,9 +730,11 @@ class _Stream:
 
     def close(self) -> None:
         """Give up what is still running (the consumer stopped early)."""
-        self._replies.close()
-        if self._pool._transport.abandoned:  # noqa: SLF001
-            self._pool._interrupt_abandoned()  # noqa: SLF001
+        if not self.finished:
+            self.finished = True
+            self._replies.close()
+            if self._pool._transport.abandoned:  # noqa: SLF001
+                self._pool._interrupt_abandoned()  # noqa: SLF001
 
 
 def _write_output(reply: tuple) -> None:

@@ -347,3 +347,15 @@ def remotely(view, fn, *args):
 
     payload = Shipper([fn.__module__], lambda names: ()).dumps(_Call(fn, args))
     return view.apply_sync(cloudpickle.loads, payload)
+
+
+class RaisesOnOneWaitsOnZero(WaitsFor):
+    """Item 1 raises ValueError at once; item 0 waits for ``path``."""
+
+    def __init__(self, path):
+        super().__init__(path, 0)
+
+    def __call__(self, i):
+        if i == 1:
+            raise ValueError("item one")
+        return super().__call__(i)

@@ -160,8 +160,28 @@ def test_engines_poll_only_where_they_fit_their_hosts_cores(pools, fresh_pool_on
         assert pool.transport == "direct"
         fits = pool.size <= usable_cores()
         assert set(pool._transport._spin.values()) == {ENGINE_SPIN_S if fits else 0.0}
-        assert pool._transport.rotate_engines is not fits
+        assert pool._transport.rotate_engines is not (fits and pool._transport._gaps_short)
     # (tests/test_faults.py checks 32 engines on 2 cores do not poll.)
+
+
+def test_engines_stop_polling_while_the_client_works_long_between_maps(pools):
+    """Polling pays only when the next request comes within the poll: after
+    maps with 5 ms of client work between them (dynesty's shape) engines are
+    asked not to poll; back-to-back maps (emcee's) bring it back."""
+    from emcee_ipp.transport.direct import ENGINE_SPIN_S, RECENT_REPLIES
+
+    pool = pools("direct")
+    transport = pool._transport  # noqa: SLF001
+    x = np.ones((4, 2))
+    for _ in range(RECENT_REPLIES + 1):
+        pool.map(helpers.gaussian, x)
+        end = time.perf_counter() + 2.5 * ENGINE_SPIN_S  # the client's own work
+        while time.perf_counter() < end:
+            pass
+    assert not transport._gaps_short and transport.rotate_engines
+    for _ in range(4 * RECENT_REPLIES):
+        pool.map(helpers.gaussian, x)
+    assert transport._gaps_short and not transport.rotate_engines
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import helpers
-from emcee_ipp import EngineSetupError, IPyParallelPool, _shipping
+from emcee_ipp import EngineSetupError, IPyParallelPool, RemoteLogProbError, _shipping
 
 HERE = pathlib.Path(__file__).parent
 SCRIPT_TIMEOUT_S = 120
@@ -241,3 +241,15 @@ def test_ship_modules_is_checked():
         IPyParallelPool(1, ship_modules="yes")
     with pytest.raises(TypeError, match=r"ship_modules: 3 is neither a module nor a module name"):
         IPyParallelPool(1, ship_modules=[3])
+
+
+def test_imap_raises_a_later_chunks_error_while_an_earlier_one_runs(pool, tmp_path):
+    """Chunk 0 waits; chunk 1 raises: imap raises the error (naming item 1)
+    without waiting for chunk 0, and the pool goes on."""
+    gate = tmp_path / "gate"
+    results = pool.imap(helpers.RaisesOnOneWaitsOnZero(gate), [0, 1])
+    with pytest.raises(RemoteLogProbError, match=r"ValueError: item one") as info:
+        next(results)
+    assert info.value.params == 1 and not gate.exists()
+    gate.touch()  # (through ipyparallel, chunk 0 is left to finish: see README)
+    assert pool.map(helpers.gaussian, np.ones((3, 2)), chunksize=1) == [-1.0] * 3
