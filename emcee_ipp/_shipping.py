@@ -335,3 +335,8 @@ def _plain_pickle(items) -> bytes:
 
 # Types whose objects need no hook in persistent_id.
 _ATOMS = frozenset({float, int, str, bool, type(None), bytes, complex})
+
+
+def _short(obj) -> str:
+    text = repr(obj)
+    return text if len(text) <= 200 else text[:197] + "..."

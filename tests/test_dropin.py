@@ -253,3 +253,12 @@ def test_imap_raises_a_later_chunks_error_while_an_earlier_one_runs(pool, tmp_pa
     assert info.value.params == 1 and not gate.exists()
     gate.touch()  # (through ipyparallel, chunk 0 is left to finish: see README)
     assert pool.map(helpers.gaussian, np.ones((3, 2)), chunksize=1) == [-1.0] * 3
+
+
+def test_an_item_that_cannot_be_pickled_names_it(pool):
+    import threading
+
+    from emcee_ipp import SerializationError
+
+    with pytest.raises(SerializationError, match=r"could not pickle a map item .*lock"):
+        pool.map(helpers.returns_string, [1.0, threading.Lock()])
