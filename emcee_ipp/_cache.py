@@ -53,22 +53,28 @@ class FunctionCache:
         self.max_entries = max_entries
         self._dumps = dumps or Shipper(False, lambda names: ()).dumps
         self._entries: "OrderedDict[tuple, CacheEntry]" = OrderedDict()
+        self._last: CacheEntry | None = None  # the entry the last get returned
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, func) -> CacheEntry:
         """Return the entry for ``func``, pickling it if it is new."""
+        last = self._last
+        if last is not None and last.func is func and len(last.made_of) == 1:
+            return last  # a plain function, as in the last call (no parts to compare)
         made_of = identity(func)
         key = tuple(map(id, made_of))
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
+            self._last = entry
             return entry
         entry = CacheEntry(func, uuid.uuid4().hex, self._dumps(portable(func)), made_of=made_of)
         self._entries[key] = entry
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+        self._last = entry
         return entry
 
     def entries(self) -> list[CacheEntry]:
@@ -81,3 +87,4 @@ class FunctionCache:
 
     def clear(self) -> None:
         self._entries.clear()
+        self._last = None

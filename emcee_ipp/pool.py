@@ -529,8 +529,9 @@ class IPyParallelPool:
         directory again, if either changed (a notebook's sys.path.append)."""
         if self._owned is None or self._paths_sent is None:
             return
-        paths = self._paths()
-        if paths != self._paths_sent:
+        path, cwd = self._paths_sent
+        if sys.path != path or os.getcwd() != cwd:  # (compared without a copy: every map)
+            paths = self._paths()
             self._on_engines(sorted(self._ready), "updating sys.path", _engine.set_paths, *paths)
             self._paths_sent = paths
 

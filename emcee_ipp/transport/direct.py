@@ -36,7 +36,6 @@ import logging
 import os
 import select
 import socket
-import statistics
 import struct
 import time
 import uuid
@@ -309,7 +308,7 @@ class DirectTransport(Transport):
     def submit(self, engine_id, token, payload, chunk, objects=()):
         if self._last_reply_at is not None and not self._awaited:  # a new map: how long since the last
             self._gaps.append(time.perf_counter() - self._last_reply_at)
-            self._gaps_short = statistics.median(self._gaps) < ENGINE_SPIN_S
+            self._gaps_short = _median(self._gaps) < ENGINE_SPIN_S
         self._last_reply_at = None
         fields, data = _frames.encode_chunk(chunk)
         spin = self._spin.get(engine_id, 0.0) if self._gaps_short else 0.0
@@ -483,6 +482,13 @@ class DirectTransport(Transport):
             return rid, ("pong", cores if isinstance(cores, int) else 0, str(machine))
         now = time.perf_counter()
         self._round_trips.append(now - sent_at)
-        self._replies_quick = statistics.median(self._round_trips) < CLIENT_SPIN_S
+        self._replies_quick = _median(self._round_trips) < CLIENT_SPIN_S
         self._last_reply_at = now
         return rid, _frames.decode_reply(header, parts[0] if parts else b"")
+
+
+def _median(values) -> float:
+    """The median of a few numbers (statistics.median costs ~3 us here, per map)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
