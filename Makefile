@@ -37,6 +37,8 @@ bench: $(VENV)/.stamp-bench
 	$(BIN)/python benchmarks/bench_overhead.py
 	$(BIN)/python benchmarks/bench_startup.py
 	$(BIN)/python benchmarks/bench_channel.py
+	$(BIN)/python benchmarks/bench_dynesty.py --functions main
+	$(BIN)/python benchmarks/bench_items.py
 
 clean:
 	rm -rf $(VENV) *.egg-info demo.png
