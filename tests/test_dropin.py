@@ -205,9 +205,12 @@ def test_a_map_during_an_unfinished_imap_leaves_both_right(pool):
     assert head + list(results) == [helpers.gaussian(r) for r in x]
 
 
-def test_an_imap_given_up_early_stops_its_work(pool):
+def test_an_imap_given_up_early_stops_its_work(pools):
     """Leaving an imap whose last chunk hangs interrupts that chunk: the
-    next map does not wait behind it."""
+    next map does not wait behind it. On the direct channel only: through
+    ipyparallel the interrupt is a SIGINT, which can land before the chunk
+    sent a moment earlier starts (README, "Known limits")."""
+    pool = pools("direct")
     x = np.array([[1.0], [2.0], [-1.0]])
     results = pool.imap(helpers.hang_if_negative, x)
     assert next(results) == helpers.gaussian(x[0])

@@ -6,7 +6,6 @@ import re
 import os
 import shutil
 import signal
-import threading
 import time
 
 import emcee
@@ -16,6 +15,7 @@ import pytest
 import helpers
 from emcee_ipp import EmceeIppError, IPyParallelPool, SplitResult, run_split
 from emcee_ipp import _ensemble
+from emcee_ipp import split as split_module
 from emcee_ipp import _quickstart as qs
 
 NWALKERS, NDIM = 16, 3
@@ -243,22 +243,30 @@ def test_to_arviz_one_chain_per_ensemble(split_pool):
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("with_files", [True, False], ids=["backend_dir", "no-files"])
-def test_engine_killed_mid_run_restarts_elsewhere(tmp_path, with_files):
+def test_engine_killed_mid_run_restarts_elsewhere(tmp_path, with_files, monkeypatch):
     """SIGKILL one engine mid-run: its ensemble restarts on the other engine,
     from its last saved step (or from its start, on the same random stream,
     without files), and the result equals an undisturbed run."""
     sampler = _sampler(helpers.sleepy_gaussian)
     backend_dir = tmp_path if with_files else None
     with IPyParallelPool(2) as victim_pool:
+        # Ensemble 0 goes to the first engine; kill it once that ensemble
+        # reports 10 steps done (an event: its progress message), not after a
+        # fixed time, which a slow start (emcee's and h5py's imports) outran.
         victim = victim_pool.engine_pids[victim_pool.client.ids[0]]
-        timer = threading.Timer(1.5, os.kill, (victim, signal.SIGKILL))
-        timer.start()
-        try:
-            r = run_split(victim_pool, sampler, _p0(), 300, n_ensembles=2, seed=5,
-                          backend_dir=backend_dir)
-        finally:
-            timer.cancel()
-        assert victim_pool.size == 1  # the engine really died
+        set_steps = split_module._Scheduler._set_steps
+        killed = []
+
+        def set_steps_and_kill(scheduler, i, steps):
+            set_steps(scheduler, i, steps)
+            if i == 0 and steps >= 10 and not killed:
+                killed.append(steps)
+                os.kill(victim, signal.SIGKILL)
+
+        monkeypatch.setattr(split_module._Scheduler, "_set_steps", set_steps_and_kill)
+        r = run_split(victim_pool, sampler, _p0(), 300, n_ensembles=2, seed=5,
+                      backend_dir=backend_dir, progress=True)
+        assert killed and victim_pool.size == 1  # the engine really died
         undisturbed = run_split(victim_pool, sampler, _p0(), 300, n_ensembles=2, seed=5)
     assert np.array_equal(r.get_chain(), undisturbed.get_chain())
     restarted = [e for e in r.ensembles if e.restarts]
