@@ -24,6 +24,7 @@ _WHERE = {
     "ClusterNotFoundError": ".exceptions",
     "SerializationError": ".exceptions",
     "RemoteLogProbError": ".exceptions",
+    "EngineCrashError": ".exceptions",
     "EngineSetupError": ".exceptions",
     "MapTimeoutError": ".exceptions",
 }
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from .exceptions import (  # noqa: F401
         ClusterNotFoundError,
         EmceeIppError,
+        EngineCrashError,
         EngineSetupError,
         MapTimeoutError,
         NoEnginesError,

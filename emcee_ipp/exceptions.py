@@ -11,6 +11,7 @@ __all__ = [
     "ClusterNotFoundError",
     "SerializationError",
     "RemoteLogProbError",
+    "EngineCrashError",
     "RemoteTraceback",
     "EngineSetupError",
     "MapTimeoutError",
@@ -88,3 +89,65 @@ class RemoteLogProbError(EmceeIppError, RuntimeError):
             "attached as __cause__; fix the log-prob, or make it return -np.inf "
             "for parameters it cannot evaluate."
         )
+
+
+class EngineCrashError(RemoteLogProbError):
+    """An engine died while it evaluated these walkers (an ``os._exit``, a
+    segfault in a C extension, the out-of-memory killer), and died again
+    when they were retried alone on another engine.
+
+    A :class:`RemoteLogProbError`, so code that handles a log-prob that
+    raised handles this too; like dask's ``KilledWorker``, it is raised
+    only once the retries have isolated the cause.
+
+    Attributes
+    ----------
+    engine_id : int or None
+        The engine that died last.
+    params : object
+        The parameters (map item) of the walker that kills its engine; for
+        ``run_split``, None.
+    exitcode : int or None
+        The dead engine's exit code; ``-N`` for signal ``N``, as
+        ``multiprocessing.Process.exitcode``; None where the pool does not
+        own the engine's process.
+    stderr : str
+        The last lines the engine wrote to stderr (a faulthandler stack
+        after a segfault), where the pool started it; else "".
+    ensemble : int or None
+        For ``run_split``: the ensemble whose engine kept dying.
+    """
+
+    def __init__(self, engine_id: int | None, params, exitcode: int | None = None,
+                 stderr: str = "", ensemble: int | None = None):
+        self.exitcode = exitcode
+        self.stderr = stderr
+        self.ensemble = ensemble
+        how = _death(exitcode)
+        what = (f"ensemble {ensemble}" if ensemble is not None
+                else f"the walker with parameters {params!r}")
+        tail = "\n".join(stderr.rstrip().splitlines()[-15:])
+        RuntimeError.__init__(  # the message is not RemoteLogProbError's
+            self,
+            f"{what} killed its engine ({how}), on a retry alone too. Make the "
+            "log-prob return -np.inf for these parameters, or fix the C code it "
+            "calls." + (f" The engine's last stderr lines:\n{tail}" if tail else "")
+        )
+        self.engine_id = engine_id
+        self.params = params
+        self.type_name = "EngineCrash"
+        self.remote_message = how
+
+
+def _death(exitcode: int | None) -> str:
+    """How a process ended, in words."""
+    if exitcode is None:
+        return "it stopped answering; its exit code is unknown"
+    if exitcode < 0:
+        import signal
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"killed by {name}"
+    return f"exit code {exitcode}"
