@@ -1,11 +1,12 @@
 # The two commands of the README: `make demo` and `make test`. Each creates
-# .venv and installs what it needs, so a fresh machine needs nothing else.
+# .venv and installs what it needs, so a fresh machine needs nothing else;
+# so do `make docs` (the Sphinx site) and `make lint` (ruff and mypy).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test bench clean sysdeps
+.PHONY: demo test bench docs lint clean sysdeps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,5 +41,17 @@ bench: $(VENV)/.stamp-bench
 	$(BIN)/python benchmarks/bench_dynesty.py --functions main
 	$(BIN)/python benchmarks/bench_items.py
 
+# The site, warnings as errors; its notebooks run at every build (2 engines each).
+SPHINXOPTS ?= -W --keep-going
+docs: $(VENV)/.stamp-docs
+	$(BIN)/sphinx-build -b html $(SPHINXOPTS) docs docs/_build/html
+
+# ruff (lint and format) over the code; mypy over the public API (setup.cfg).
+LINTED := emcee_ipp tests benchmarks docs
+lint: $(VENV)/.stamp-lint
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy
+
 clean:
-	rm -rf $(VENV) *.egg-info demo.png
+	rm -rf $(VENV) *.egg-info demo.png docs/_build docs/_generated docs/jupyter_execute build dist
