@@ -14,7 +14,7 @@ import warnings
 import ipyparallel as ipp
 from traitlets.config import Config
 
-from . import _reaper
+from . import _keeper, _reaper
 from .exceptions import ClusterNotFoundError, NoEnginesError
 
 log = logging.getLogger("emcee_ipp")
@@ -76,7 +76,9 @@ class OwnedCluster:
     def __init__(self, n: int, *, blas_threads: int | None, timeout: float):
         self.token = uuid.uuid4().hex
         self.reaper = _reaper.Reaper(self.token)  # armed before anything starts
-        env = {_reaper.MARKER: self.token}
+        # faulthandler: an engine killed by a signal (a segfault in a C
+        # extension) leaves its stack in its output, which errors quote.
+        env = {_reaper.MARKER: self.token, "PYTHONFAULTHANDLER": "1"}
         if blas_threads is not None:
             env.update({var: str(blas_threads) for var in THREAD_ENV_VARS})
         config = Config()
@@ -95,6 +97,7 @@ class OwnedCluster:
             config=config,
         )
         self.client = None
+        self.keeper = None
         self.started = False
         try:
             # start_and_connect_sync's steps, but quiet: in IPython its wait
@@ -102,6 +105,7 @@ class OwnedCluster:
             self.cluster.start_cluster_sync()
             self.client = self.cluster.connect_client_sync()
             self.client.wait_for_engines(n, timeout=timeout, interactive=False)
+            self.keeper = _keeper.Keeper(self.cluster, timeout)
             self.started = True
         except TimeoutError as exc:
             self.stop()
@@ -123,6 +127,8 @@ class OwnedCluster:
         # Stopping a cluster that started is not news (see _ClusterLog); after
         # a failed start, what the engines logged may tell why. For good: the
         # launchers log from ipyparallel's thread, maybe after we return.
+        if self.keeper is not None:
+            self.keeper.stop()  # before the engines stop: none is replaced
         if self.started:
             self.log.stopping = True
         if self.client is not None:

@@ -2,9 +2,9 @@
 
 Runs on the engine. The client sends a pickled recipe of the user's sampler,
 the ensemble's index, start and random state; the engine builds its own
-``EnsembleSampler``, steps it to the target iteration (writing every step to
-its own HDF5 file when one is given), publishes progress as it goes, and
-returns the arrays::
+``EnsembleSampler``, steps it to the target iteration (saving every step,
+atomically, to its own HDF5 file when one is given: ``_store.py``), publishes
+progress as it goes, and returns the arrays::
 
     client (split.py)                           engine (this module)
     -----------------                           --------------------
@@ -49,19 +49,16 @@ def sampler_recipe(sampler, dumps=cloudpickle.dumps) -> bytes:
 
 
 def open_backend(path: str):
-    """The HDF5 file of one ensemble (an emcee HDFBackend), owner-only."""
+    """The HDF5 file of one ensemble, owner-only, every step saved atomically
+    (``_store.EnsembleStore``); close it, or use it in a ``with`` block."""
     try:
-        import h5py
+        from ._store import EnsembleStore
     except ImportError as exc:
         raise ImportError(
             "run_split(backend_dir=...) needs h5py on the engines: "
             "pip install 'emcee_ipp[hdf5]'"
         ) from exc
-    if not os.path.exists(path):
-        # Create it 0600 before HDF5 writes a byte; truncating keeps the mode.
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        h5py.File(path, "w").close()
-    return emcee.backends.HDFBackend(path, name="mcmc")
+    return EnsembleStore(path)
 
 
 def run_ensemble(
@@ -69,24 +66,24 @@ def run_ensemble(
 ) -> dict:
     """Step one ensemble until its backend holds ``target`` iterations."""
     recipe = cloudpickle.loads(recipe_bytes)
-    backend = open_backend(path) if path else emcee.backends.Backend()
-    resuming = path is not None and backend.initialized and backend.iteration > 0
-    if not resuming:
-        backend.reset(recipe["nwalkers"], recipe["ndim"])
-    sampler = emcee.EnsembleSampler(
-        recipe["nwalkers"], recipe["ndim"], recipe["log_prob_fn"],
-        args=recipe["args"], kwargs=recipe["kwargs"], moves=recipe["moves"],
-        blobs_dtype=recipe["blobs_dtype"], vectorize=recipe["vectorize"],
-        parameter_names=recipe["parameter_names"], backend=backend,
-    )
-    if resuming:
-        state = backend.get_last_sample()  # carries the stored random state
-    else:
-        state = emcee.State(np.array(start, dtype=float), random_state=rng_state)
-    resumed_from = backend.iteration
-    if target > resumed_from:
-        _sample(sampler, state, target - resumed_from, resumed_from, progress)
-    return dict(_arrays(backend), resumed_from=resumed_from)
+    with open_backend(path) if path else emcee.backends.Backend() as backend:
+        resuming = path is not None and backend.initialized and backend.iteration > 0
+        if not resuming:
+            backend.reset(recipe["nwalkers"], recipe["ndim"])
+        sampler = emcee.EnsembleSampler(
+            recipe["nwalkers"], recipe["ndim"], recipe["log_prob_fn"],
+            args=recipe["args"], kwargs=recipe["kwargs"], moves=recipe["moves"],
+            blobs_dtype=recipe["blobs_dtype"], vectorize=recipe["vectorize"],
+            parameter_names=recipe["parameter_names"], backend=backend,
+        )
+        if resuming:
+            state = backend.get_last_sample()  # carries the stored random state
+        else:
+            state = emcee.State(np.array(start, dtype=float), random_state=rng_state)
+        resumed_from = backend.iteration
+        if target > resumed_from:
+            _sample(sampler, state, target - resumed_from, resumed_from, progress)
+        return dict(_arrays(backend), resumed_from=resumed_from)
 
 
 def _sample(sampler, state, n: int, done_before: int, progress: bool) -> None:

@@ -123,15 +123,20 @@ class EngineCrashError(RemoteLogProbError):
         self.exitcode = exitcode
         self.stderr = stderr
         self.ensemble = ensemble
-        how = _death(exitcode)
-        what = (f"ensemble {ensemble}" if ensemble is not None
-                else f"the walker with parameters {params!r}")
+        how = describe_exit(exitcode)
+        if ensemble is None:
+            what = f"the walker with parameters {params!r} killed its engine ({how}), on a retry alone too"
+            after = ""
+        else:
+            what = f"ensemble {ensemble} killed its engine ({how}) on every attempt"
+            after = (" The other ensembles were stopped; with backend_dir, their files "
+                     "hold every saved step and initial_state=None resumes them.")
         tail = "\n".join(stderr.rstrip().splitlines()[-15:])
         RuntimeError.__init__(  # the message is not RemoteLogProbError's
             self,
-            f"{what} killed its engine ({how}), on a retry alone too. Make the "
-            "log-prob return -np.inf for these parameters, or fix the C code it "
-            "calls." + (f" The engine's last stderr lines:\n{tail}" if tail else "")
+            f"{what}. Make the log-prob return -np.inf for these parameters, or "
+            f"fix the C code it calls.{after}"
+            + (f" The engine's last stderr lines:\n{tail}" if tail else "")
         )
         self.engine_id = engine_id
         self.params = params
@@ -139,8 +144,8 @@ class EngineCrashError(RemoteLogProbError):
         self.remote_message = how
 
 
-def _death(exitcode: int | None) -> str:
-    """How a process ended, in words."""
+def describe_exit(exitcode: int | None) -> str:
+    """How a process ended, in words (``-N``: killed by signal ``N``)."""
     if exitcode is None:
         return "it stopped answering; its exit code is unknown"
     if exitcode < 0:

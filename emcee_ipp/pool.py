@@ -37,6 +37,7 @@ from ._shipping import Shipper, check_mode
 from ._wire import as_items, chunk_bounds, unpack_results
 from .exceptions import (
     EmceeIppError,
+    EngineCrashError,
     EngineSetupError,
     MapTimeoutError,
     PoolClosedError,
@@ -49,7 +50,7 @@ from .transport.base import FAILED
 log = logging.getLogger("emcee_ipp")
 # An engine's reply tuples (_engine.evaluate); one element longer when it
 # carries what the log-prob printed.
-_REPLY_LENGTH = {"ok": 4, "error": 5, "badinput": 5, "miss": 1}
+_REPLY_LENGTH = {"ok": 4, "error": 5, "badinput": 5, "miss": 1, "crash": 4}
 
 __all__ = ["IPyParallelPool"]
 
@@ -168,6 +169,7 @@ class IPyParallelPool:
         self._next_engine = 0  # round-robin start, for transports that rotate engines
         self._ready: set[int] = set()  # engines that passed _prepare
         self.engine_pids: dict[int, int] = {}
+        self._gone_pids: dict[int, int | None] = {}  # engines dropped, and their pids
         self._init_key = uuid.uuid4().hex
         self._init_payload = None  # pickled by the first _prepare (it may ask engines)
         self._initializer = None if initializer is None else (initializer, tuple(initargs))
@@ -195,6 +197,7 @@ class IPyParallelPool:
             self._owns_client = client is None
             if n is not None:
                 _cluster.wait_for_engines(self._client, n, start_timeout)
+        self._roster = _Roster(self)  # what maps ask about the engines
         self._control = IppTransport(self._client)  # set-up calls always go this way
         self._transport = self._control
         self._closed = False
@@ -372,7 +375,7 @@ class IPyParallelPool:
         targets = (engines[start:] + engines[:start])[:n_remote]
         self._next_engine = start + n_remote
         encode = None if isinstance(items, np.ndarray) else self._pack
-        args = (entry, items, bounds, targets, self.timeout, self._live_engines, local, encode)
+        args = (entry, items, bounds, targets, self.timeout, self._roster, local, encode)
         return _Run(args, bounds, workers)
 
     def _pack(self, chunk) -> tuple:
@@ -439,8 +442,71 @@ class IPyParallelPool:
             self._unrecorded = None
 
     def _live_engines(self) -> list[int]:
-        """Registered engines the pool has prepared (initializer run), for run_map."""
-        return [e for e in self._client.ids if e in self._ready]
+        """Registered engines, not known dead, prepared (initializer run):
+        those a map may use. Engines that joined meanwhile (replacements)
+        are prepared first."""
+        ids = self._registered()
+        self._prepare_new(ids)
+        return [e for e in ids if e in self._ready]
+
+    def _end_unregistered(self, engine_id: int) -> None:
+        """An engine of the pool's own cluster that ipyparallel dropped (it
+        missed its heartbeats: stopped, or stuck without the GIL) but whose
+        process lives is killed, so the keeper starts one in its place."""
+        pid = self.engine_pids.pop(engine_id, None)
+        self._gone_pids[engine_id] = pid  # (its death, for an error naming it later)
+        if self._owned is not None and pid in self._owned.pids():
+            log.warning("emcee_ipp: local engine %s (pid %s) stopped answering; "
+                        "replacing it", engine_id, pid)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:  # it ended meanwhile
+                pass
+
+    def _prepare_new(self, ids: list[int]) -> None:
+        """Prepare the engines of ``ids`` the pool has not seen; skip those
+        that died meanwhile (the set-up error of a live one is raised)."""
+        new = [e for e in ids if e not in self._ready]
+        if not new:
+            return
+        for eid in new:  # one by one: one that died meanwhile is skipped
+            try:
+                self._prepare([eid])
+            except EngineSetupError as exc:
+                if not _engine_died(exc.__cause__) and eid in self._registered():
+                    raise
+                log.info("emcee_ipp: engine %s died before it could take work", eid)
+
+    def _registered(self) -> list[int]:
+        """Registered engines, less those of the pool's own cluster known to
+        be dead (ipyparallel notices only after the heartbeat misses, ~2 s)."""
+        ids = self._client.ids
+        keeper = self._owned.keeper if self._owned is not None else None
+        if keeper is not None and keeper.deaths:
+            ids = [e for e in ids if self._pid(e) not in keeper.deaths]
+        return list(ids)
+
+    def _pid(self, engine_id: int) -> int | None:
+        """The process id of an engine of the pool, or of one it dropped."""
+        return self.engine_pids.get(engine_id, self._gone_pids.get(engine_id))
+
+    def _engines_coming(self) -> bool:
+        """Whether the pool's own cluster is starting engines in the place of dead ones."""
+        keeper = self._owned.keeper if self._owned is not None else None
+        return keeper is not None and not keeper.gave_up and keeper.coming()
+
+    def _death(self, engine_id: int) -> tuple[int | None, str]:
+        """A dead engine's exit code and last output lines, where the pool
+        started it (its keeper saw it end); else ``(None, "")``."""
+        keeper = self._owned.keeper if self._owned is not None else None
+        pid = self._pid(engine_id)
+        if keeper is None or pid is None:
+            return None, ""
+        end = time.monotonic() + 2.0  # the keeper looks every 0.1 s
+        while keeper.dead(pid) is None and time.monotonic() < end:
+            time.sleep(0.02)
+        death = keeper.dead(pid)
+        return (None, "") if death is None else (death.exitcode, death.output)
 
     # -- engines -------------------------------------------------------------
 
@@ -448,7 +514,7 @@ class IPyParallelPool:
     def size(self) -> int:
         """The number of engines currently registered."""
         self._check_open()
-        return len(self._client.ids)
+        return len(self._registered())
 
     @property
     def transport(self) -> str:
@@ -472,16 +538,22 @@ class IPyParallelPool:
 
     def _engines(self) -> list[int]:
         """Registered engine ids, preparing any the pool has not seen yet."""
-        ids = list(self._client.ids)
-        new = [e for e in ids if e not in self._ready]
-        if new:
-            self._prepare(new)
+        ids = self._registered()
+        self._prepare_new(ids)
+        ids = [e for e in ids if e in self._ready]
         for gone in self._ready.difference(ids):
+            self._end_unregistered(gone)
             self._ready.discard(gone)
             self._cache.forget_engine(gone)
+            self._objects.forget_engine(gone)
             self._transport.remove_engine(gone)
         if not ids:
-            _cluster.wait_for_engines(self._client, 1, 30.0)
+            if self._engines_coming():  # the pool's own cluster replaces them
+                end = time.monotonic() + self._setup_timeout()
+                while not self._registered() and time.monotonic() < end:
+                    time.sleep(0.05)
+            else:
+                _cluster.wait_for_engines(self._client, 1, 30.0)
             return self._engines()
         return ids
 
@@ -507,11 +579,18 @@ class IPyParallelPool:
     def _on_engines(self, engine_ids: list[int], what: str, fn, *args) -> list:
         """``fn(*args)`` on each engine through ipyparallel; its results, or
         EngineSetupError naming the engine."""
-        calls = [self._control.call(e, fn, *args) for e in engine_ids]
-        results = []
-        for eid, ar in zip(engine_ids, calls):
+        calls = []
+        for eid in engine_ids:  # all sent first: they run at once
             try:
-                results.append(ar.get(timeout=self._setup_timeout()))
+                calls.append(self._control.call(eid, fn, *args))
+            except IndexError as exc:  # unregistered meanwhile ("No such engine")
+                calls.append(exc)
+        results = []
+        for eid, call in zip(engine_ids, calls):
+            try:
+                if isinstance(call, Exception):
+                    raise call
+                results.append(call.get(timeout=self._setup_timeout()))
             except Exception as exc:
                 raise EngineSetupError(
                     f"{what} failed on engine {eid}: {exc}. If the error is an "
@@ -647,7 +726,7 @@ class IPyParallelPool:
         if self._closed:
             return "<IPyParallelPool closed>"
         return (
-            f"<IPyParallelPool size={len(self._client.ids)} transport={self.transport!r} "
+            f"<IPyParallelPool size={len(self._registered())} transport={self.transport!r} "
             f"owns_cluster={self._owned is not None}>"
         )
 
@@ -679,6 +758,18 @@ def _seconds(name: str, value, none_ok: bool = True) -> float | None:
             f"{', or None' if none_ok else ''}."
         )
     return float(value)
+
+
+class _Roster:
+    """The pool's answers to a map's questions about its engines
+    (``transport.base.Roster``)."""
+
+    __slots__ = ("live", "coming", "death")
+
+    def __init__(self, pool: IPyParallelPool):
+        self.live = pool._live_engines  # noqa: SLF001
+        self.coming = pool._engines_coming  # noqa: SLF001
+        self.death = pool._death  # noqa: SLF001
 
 
 class _Run:
@@ -747,6 +838,8 @@ def _write_output(reply: tuple) -> None:
 def _failure(eid, reply: tuple, items, first: int) -> EmceeIppError:
     """The error a failed chunk's reply stands for, with the remote traceback
     as its cause. ``first``: the index of the chunk's first item."""
+    if reply[0] == "crash":  # ("crash", index, exit code, output): no traceback
+        return EngineCrashError(eid, items[first + reply[1]], reply[2], reply[3])
     status, index, type_name, message, tb = reply[:5]
     cause = RemoteTraceback(type_name, message, tb)
     if status == "badinput":
@@ -763,6 +856,13 @@ def _failure(eid, reply: tuple, items, first: int) -> EmceeIppError:
         error = RemoteLogProbError(eid, items[first + index], type_name, message)
     error.__cause__ = cause
     return error
+
+
+def _engine_died(exc) -> bool:
+    """Whether ipyparallel's error says the engine died under the call."""
+    if isinstance(exc, IndexError) and "No such engine" in str(exc):
+        return True  # unregistered before the call was made
+    return getattr(exc, "ename", type(exc).__name__) == "EngineError"
 
 
 def _install_hint(type_name: str, message: str) -> str:

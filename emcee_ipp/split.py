@@ -27,7 +27,7 @@ import numpy as np
 from ipyparallel import error as ipp_error
 
 from . import _ensemble
-from .exceptions import EmceeIppError, RemoteTraceback
+from .exceptions import EmceeIppError, EngineCrashError, RemoteTraceback
 from .pool import IPyParallelPool
 from .result import EnsembleResult, SplitResult, backend_from_arrays
 from .transport.ipp import engine_lost
@@ -204,11 +204,8 @@ class _Scheduler:
 
     def _requeue_lost(self, i, eid, exc, queue):
         if self.attempts[i] >= MAX_ATTEMPTS:
-            raise EmceeIppError(
-                f"ensemble {i} lost its engine {MAX_ATTEMPTS} times (last: engine "
-                f"{eid}: {exc}); its log-prob may crash the engine process. Its "
-                "file, if any, holds every step saved so far."
-            ) from exc
+            exitcode, stderr = self.pool._death(eid)  # noqa: SLF001
+            raise EngineCrashError(eid, None, exitcode, stderr, ensemble=i) from exc
         queue.appendleft(i)
 
     def _progress(self, i, ar):

@@ -113,6 +113,48 @@ def external_cluster(ipython_dir, tmp_path_factory):
 
 
 @pytest.fixture
+def add_external_engine(external_cluster):
+    """Call it to start one more engine on the external cluster. After the
+    test, every engine it started is removed: its engine set stopped, its
+    process killed by pid if still there, and the fixture waits until the
+    cluster no longer lists it, so later tests see the cluster as it was."""
+    import signal
+    import time
+
+    client = external_cluster.connect_client_sync()
+    before = set(client.ids)
+    sets = []
+
+    def add():
+        sets.append(external_cluster.start_engines_sync(n=1))
+
+    yield add
+    try:
+        if not sets:
+            return
+        # Wait for every engine started to register, so none escapes by pid.
+        client.wait_for_engines(len(before) + len(sets), timeout=60, interactive=False)
+        new = sorted(set(client.ids) - before)
+        pids = client[new].apply_sync(os.getpid) if new else []
+        for engine_set in sets:
+            external_cluster.stop_engines_sync(engine_set)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (set(client.ids) & set(new) or _live(pids)):
+            time.sleep(0.05)
+        for pid in _live(pids):  # the fixture's own engine: ours to end
+            os.kill(pid, signal.SIGKILL)
+        while time.monotonic() < deadline and set(client.ids) & set(new):
+            time.sleep(0.05)
+        assert not set(client.ids) & set(new), f"engines {new} still listed by the cluster"
+    finally:
+        client.close()
+
+
+def _live(pids):
+    return [p for p in pids if not _zombie(p)]
+
+
+@pytest.fixture
 def fresh_pool_on_external(external_cluster):
     """A pool connected to the external cluster through a client of its own."""
     client = external_cluster.connect_client_sync()

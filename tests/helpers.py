@@ -1,11 +1,16 @@
-"""Log-prob functions and engine-side probes used by the tests.
+"""Log-prob functions and engine-side probes used by the tests, and the
+client-side helpers every test file shares (the serial-vs-pool chain runner,
+a pinned chunk policy).
 
 Module level, so the engines of a pool's own cluster import them by
 reference (they get the client's sys.path, which pytest gave this folder);
-engines of other clusters get them by value (``ship_modules="auto"``).
+engines of other clusters get them by value (``ship_modules="auto"``). So
+this module imports nothing the engines lack, and not emcee (which engines
+import only for run_split).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -164,6 +169,14 @@ def sleepy_gaussian(x, delay=5e-4):
     """A Gaussian log-prob slow enough to kill an engine in the middle of a run."""
     time.sleep(delay)
     return float(-0.5 * np.dot(x, x))
+
+
+def exits_far_out(x, bound=50.0):
+    """``sleepy_gaussian``, but beyond ``bound`` the process exits (code 3),
+    as a C extension that crashes on some parameters ends its engine."""
+    if x[0] > bound:
+        os._exit(3)
+    return sleepy_gaussian(x)
 
 
 class CreatesFile:
@@ -359,3 +372,174 @@ class RaisesOnOneWaitsOnZero(WaitsFor):
         if i == 1:
             raise ValueError("item one")
         return super().__call__(i)
+
+
+class Hangs:
+    """A log-prob that hangs (in Python, so an interrupt lands) where
+    ``x[0] < 0``, in process ``pid`` only if given; a Gaussian elsewhere.
+
+    On hanging it writes its pid to ``path``: the test's sign that the
+    hanging chunk runs, and where. If interrupted (KeyboardInterrupt), it
+    writes its pid to ``path + ".interrupted"`` before re-raising: the
+    engine-side proof that the interrupt landed in this very call.
+    """
+
+    def __init__(self, path, pid=None):
+        self.path, self.pid = str(path), pid
+
+    def __call__(self, x):
+        if x[0] >= 0 or (self.pid is not None and os.getpid() != self.pid):
+            return gaussian(x)
+        _write_atomically(self.path, str(os.getpid()))
+        try:
+            return python_hang(x)
+        except KeyboardInterrupt:
+            _write_atomically(self.path + ".interrupted", str(os.getpid()))
+            raise
+
+
+def _write_atomically(path, text):
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)  # a reader never sees a half-written file
+
+
+def wait_for_file(path, timeout=30.0, alive=lambda: True) -> str:
+    """The text of ``path`` once it exists (polled every 5 ms), or
+    AssertionError after ``timeout`` s or once ``alive()`` turns false."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and alive():
+        try:
+            with open(path) as f:
+                return f.read()
+        except FileNotFoundError:
+            time.sleep(0.005)
+    raise AssertionError(f"{path} did not appear within {timeout} s")
+
+
+class SignalsItself:
+    """``sleepy_gaussian`` (2 ms), except that in process ``pid`` the
+    ``n``-th call first sends that process ``sig``: a SIGKILL or SIGSTOP
+    that lands in the middle of a chunk, at a known point of the run."""
+
+    def __init__(self, pid, sig, n=20):
+        self.pid, self.sig, self.n, self.calls = pid, sig, n, 0
+
+    def __call__(self, x):
+        if os.getpid() == self.pid:
+            self.calls += 1
+            if self.calls == self.n:
+                os.kill(self.pid, self.sig)
+        return sleepy_gaussian(x, 2e-3)
+
+
+def prints_a_lot(x, size=600_000):
+    """Prints ``size`` characters on stdout (the letter ``chr(97 + x[0])``)
+    and on stderr (upper case), then a newline on each: a Gaussian."""
+    letter = chr(97 + int(x[0]))
+    print(letter * size)
+    print(letter.upper() * size, file=sys.stderr)
+    return gaussian(x)
+
+
+# -- client side: the serial-vs-pool chain runner ------------------------------
+
+
+def run_chain(pool, log_prob, nsteps=40, *, nwalkers=16, ndim=3, p0=None, seed=1234,
+              on_step=None, **kwargs):
+    """An emcee ``EnsembleSampler`` run of ``nsteps`` through ``pool`` (None:
+    serially); returns the sampler.
+
+    The sampler's random state is seeded with ``seed``; the start ``p0``
+    defaults to ``RandomState(5)`` normal draws of shape ``(nwalkers, ndim)``.
+    ``on_step(sampler)`` is called after every step (``sampler.iteration``
+    steps done); a true return ends the run there. ``kwargs`` go to ``EnsembleSampler`` (args, kwargs, moves,
+    parameter_names, ...).
+    """
+    import emcee  # here, not at the top: engines import this module
+
+    sampler = emcee.EnsembleSampler(nwalkers, ndim, log_prob, pool=pool, **kwargs)
+    sampler.random_state = np.random.RandomState(seed).get_state()
+    if p0 is None:
+        p0 = np.random.RandomState(5).normal(size=(nwalkers, ndim))
+    if on_step is None:
+        sampler.run_mcmc(p0, nsteps)  # (so run_mcmc(None, ...) continues it)
+        return sampler
+    for _ in sampler.sample(p0, iterations=nsteps):
+        if on_step(sampler):
+            break
+    return sampler
+
+
+def assert_identical(a, b, blobs=True):
+    """Samplers ``a`` and ``b`` hold the same chain and log-probs, bit for
+    bit, and (unless ``blobs`` is false: a blob naming the process that
+    computed it differs by design) the same blobs."""
+    assert a.iteration == b.iteration > 0
+    assert np.array_equal(a.get_chain(), b.get_chain())
+    assert np.array_equal(a.get_log_prob(), b.get_log_prob())
+    if not blobs:
+        return
+    blobs_a, blobs_b = a.get_blobs(), b.get_blobs()
+    if blobs_a is None:
+        assert blobs_b is None
+        return
+    for name in blobs_a.dtype.names or [None]:
+        assert np.array_equal(blobs_a[name] if name else blobs_a, blobs_b[name] if name else blobs_b)
+
+
+def assert_chain_matches_serial(pool, log_prob, nsteps=40, *, blobs=True, on_step=None, **kwargs):
+    """:func:`run_chain` through ``pool`` (``on_step`` may end it early),
+    then serially for as many steps, with the same seeds; assert the two are
+    identical (:func:`assert_identical`). Returns ``(serial, pooled)``."""
+    pooled = run_chain(pool, log_prob, nsteps, on_step=on_step, **kwargs)
+    serial = run_chain(None, log_prob, pooled.iteration, **kwargs)
+    assert_identical(serial, pooled, blobs=blobs)
+    return serial, pooled
+
+
+# -- client side: the pool's chunk policy, pinned for one test -----------------
+
+
+class FixedChunks:
+    """A chunk policy that always cuts a map into ``k`` chunks; it keeps
+    what the pool tells it of each map in ``recorded``, and learns nothing."""
+
+    def __init__(self, k):
+        self.k = k
+        self.recorded = []
+
+    def n_chunks(self, n_items, n_engines):
+        return self.k
+
+    def record(self, *args):
+        self.recorded.append(args)
+
+
+@contextlib.contextmanager
+def chunk_policy(pool, policy):
+    """Inside the block, ``pool`` (a session pool, say) cuts its maps with
+    ``policy`` (a fresh ``ChunkPolicy()``, or :class:`FixedChunks`), whatever
+    earlier tests taught its own; after it, its own policy is back, and has
+    learnt nothing from the block's maps."""
+    saved = pool._policy  # noqa: SLF001
+    pool._policy, pool._unrecorded = policy, None  # noqa: SLF001 (no earlier map's cycle)
+    try:
+        yield policy
+    finally:
+        pool._policy, pool._unrecorded = saved, None  # noqa: SLF001
+
+
+def engine_computes(pool, pid, timeout=10.0, chunks=None) -> bool:
+    """Map (one chunk per engine, or ``chunks``) until engine process
+    ``pid`` computes a share, at most ``timeout`` s: whether it did. (The
+    pool leaves out an engine still owing a chunk it gave up, until its late
+    reply comes: an engine left hanging never computes here.)"""
+    x = np.zeros((8, 2))
+    end = time.monotonic() + timeout
+    with chunk_policy(pool, FixedChunks(chunks or pool.size)):
+        while time.monotonic() < end:
+            if pid in {r[1] for r in pool.map(slow_gaussian_with_pid, x)}:
+                return True
+    return False

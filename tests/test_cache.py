@@ -31,14 +31,14 @@ def test_function_pickled_once_per_engine(pool):
     assert sum(deltas) >= 1
 
 
-def test_every_engine_unpickles_at_most_once_when_all_are_used(pool, monkeypatch):
+def test_every_engine_unpickles_at_most_once_when_all_are_used(pool):
     x = np.arange(48, dtype=float).reshape(16, 3)
     f = helpers.CountingLogProb(scale=3.0)
     before = _on_every_engine(pool, helpers.n_unpickles)
     # Spread every call over every engine, whatever the chunk policy prefers.
-    monkeypatch.setattr(pool._policy, "n_chunks", lambda n_items, n_engines: n_engines)
-    for _ in range(5):
-        assert pool.map(f, x) == [f(r) for r in x]
+    with helpers.chunk_policy(pool, helpers.FixedChunks(pool.size)):
+        for _ in range(5):
+            assert pool.map(f, x) == [f(r) for r in x]
     after = _on_every_engine(pool, helpers.n_unpickles)
     assert [a - b for a, b in zip(after, before)] == [1] * pool.size
 

@@ -197,18 +197,17 @@ def test_probe_rounds_double_their_gap_and_restart_after_a_move():
 
 
 @pytest.mark.parametrize("chunks", [1, 2])
-def test_the_pool_reports_how_unevenly_its_engines_worked(pool, monkeypatch, chunks):
+def test_the_pool_reports_how_unevenly_its_engines_worked(pool, chunks):
     # The first 4 walkers sleep 20 ms each, the last 4 return at once. In two
     # chunks one engine gets each half; in one, one engine gets all and the
     # others idle.
-    monkeypatch.setattr(pool._policy, "n_chunks", lambda n_items, n_engines: chunks)
-    recorded = []
-    monkeypatch.setattr(pool._policy, "record", lambda *args: recorded.append(args))
     x = np.zeros((8, 2))
     x[:4, 0] = 1.0
-    for _ in range(2):  # a map is recorded when the next one starts
-        assert pool.map(helpers.sleeps_if_positive, x) == [helpers.gaussian(r) for r in x]
-    n_items, k, _, compute, slack = recorded[-1]  # (the first may be an earlier test's map)
+    with helpers.chunk_policy(pool, helpers.FixedChunks(chunks)) as policy:
+        for _ in range(2):  # a map is recorded when the next one starts
+            assert pool.map(helpers.sleeps_if_positive, x) == [helpers.gaussian(r) for r in x]
+    assert len(policy.recorded) == 1  # the first map's, no earlier test's
+    n_items, k, _, compute, slack = policy.recorded[0]
     assert (n_items, k) == (8, chunks)
     assert compute >= 4 * 0.02
     # The busiest engine's compute minus the mean over all the pool's

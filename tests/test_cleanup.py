@@ -13,7 +13,7 @@ import pytest
 
 from emcee_ipp import IPyParallelPool
 
-SCRIPT = pathlib.Path(__file__).with_name("owner_script.py")
+SCRIPT = pathlib.Path(__file__).with_name("pool_owner.py")
 # The reaper notices a closed pipe at once and a dead owner within 0.5 s, then
 # gives SIGTERM 2 s before SIGKILL: everything is gone well within 10 s.
 BOUND_S = 10.0
@@ -78,18 +78,25 @@ def _kill_leftovers(pids):
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("ending", ["SIGKILL", "SIGTERM", "exit"])
 def test_owner_gone_cluster_is_stopped(ending):
-    """The owner is killed, or its interpreter exits without close()."""
+    """The owner is killed (its reaper stops the cluster), or its interpreter
+    exits without close(): then the owner has disarmed its reaper first
+    (which would stop the cluster on its own at the pipe's EOF), so only the
+    pool's exit-time clean-up can stop it, and it warns."""
     proc, info = _start_owner("exit" if ending == "exit" else "sleep")
     if ending == "exit":
+        _, reaper_left = _wait_gone([info["reaper"]])  # disarmed: it exits
+        assert not reaper_left
         proc.stdin.write("go\n")  # the cluster was seen alive: end now
         proc.stdin.flush()
     else:
         os.kill(proc.pid, getattr(signal, ending))
     proc.wait(timeout=30)
-    _finish(proc)
+    stderr = _finish(proc)
     elapsed, left = _wait_gone(info["pids"] + [info["reaper"]])
     _kill_leftovers(left)
     assert not left, f"still alive {elapsed:.1f} s after the owner ended ({ending}): {left}"
+    if ending == "exit":
+        assert "ResourceWarning" in stderr and "never closed" in stderr, stderr
 
 
 @pytest.mark.timeout(90)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import os
 
-import emcee
 import numpy as np
 import pytest
 
@@ -27,45 +26,21 @@ def computing(request, pools):
     chunk policy for that setting (turned off after the test)."""
     pool = pools(request.param)
     pool.client_computes = True  # (the pool swaps in this setting's own policy)
-    pool._policy = ChunkPolicy()  # noqa: SLF001 (a new one for each test)
     try:
-        yield pool
+        with helpers.chunk_policy(pool, ChunkPolicy()):  # a new one for each test
+            yield pool
     finally:
         pool.client_computes = False
 
 
-class _Chunks:
-    """A chunk policy that always splits a map into ``k`` chunks."""
-
-    def __init__(self, k):
-        self.k = k
-
-    def n_chunks(self, n_items, n_engines):
-        return self.k
-
-    def record(self, *args):
-        pass
-
-
-def _chain(pool, log_prob, nwalkers=32, nsteps=60, **kwargs):
-    sampler = emcee.EnsembleSampler(nwalkers, 3, log_prob, pool=pool, **kwargs)
-    sampler.random_state = np.random.RandomState(1234).get_state()
-    sampler.run_mcmc(qs.start_positions(nwalkers), nsteps)
-    return sampler
-
-
 def test_quickstart_chain_identical_to_serial(computing):
-    data = qs.make_data()
-    serial, pooled = _chain(None, qs.lnprob, args=data), _chain(computing, qs.lnprob, args=data)
-    assert np.array_equal(serial.get_chain(), pooled.get_chain())
-    assert np.array_equal(serial.get_log_prob(), pooled.get_log_prob())
+    helpers.assert_chain_matches_serial(computing, qs.lnprob, 60, nwalkers=32,
+                                        p0=qs.start_positions(32), args=qs.make_data())
 
 
 def test_client_and_engines_share_the_work_and_the_chain_stays_identical(computing):
-    serial = _chain(None, helpers.slow_gaussian_with_pid, nsteps=20, args=(1e-4,))
-    pooled = _chain(computing, helpers.slow_gaussian_with_pid, nsteps=20, args=(1e-4,))
-    assert np.array_equal(serial.get_chain(), pooled.get_chain())
-    assert np.array_equal(serial.get_log_prob(), pooled.get_log_prob())
+    _, pooled = helpers.assert_chain_matches_serial(
+        computing, helpers.slow_gaussian_with_pid, 20, nwalkers=32, args=(1e-4,), blobs=False)
     pids = set(np.unique(pooled.get_blobs()).tolist())
     assert os.getpid() in pids  # the client computed
     assert pids - {os.getpid()}  # and so did engines
@@ -113,16 +88,26 @@ def test_error_on_an_engine_still_names_the_engine(computing):
 
 
 @pytest.mark.timeout(60)
-def test_timeout_still_stops_an_engine_chunk(computing):
+def test_timeout_still_stops_an_engine_chunk(computing, tmp_path):
+    """The engine's chunk is interrupted: the log-prob's frame there raised
+    KeyboardInterrupt, and that engine computes again (left hanging, the
+    pool would leave it out of every map for 60 s, and the next map would
+    pass on the client and the other engine alone)."""
     x = np.ones((8, 3))
     x[0, 0] = -1.0  # an engine's chunk hangs; the client's returns at once
+    hangs = helpers.Hangs(tmp_path / "hung")
     computing.timeout = 2.0
     try:
-        with pytest.raises(MapTimeoutError):
-            computing.map(helpers.hang_if_negative, x)
+        with helpers.chunk_policy(computing, helpers.FixedChunks(2)), \
+                pytest.raises(MapTimeoutError):
+            computing.map(hangs, x)
     finally:
         computing.timeout = None
     assert computing.map(helpers.gaussian, np.ones((8, 3))) == [-1.5] * 8
+    hung = int(helpers.wait_for_file(hangs.path))
+    assert hung in computing.engine_pids.values()
+    assert int(helpers.wait_for_file(hangs.path + ".interrupted", timeout=10)) == hung
+    assert helpers.engine_computes(computing, hung, chunks=computing.size + 1)
 
 
 def test_initializer_runs_in_the_client_too(pools):
@@ -141,9 +126,9 @@ def test_client_takes_further_chunks_while_every_engine_is_busy(computing):
     """6 chunks of 2 on 2 engines: the engines take the first two and sleep
     0.4 s on them; the client keeps the last and, every engine being busy,
     takes the three left as well (its own items cost nothing)."""
-    computing._policy = _Chunks(6)  # noqa: SLF001
     x = np.random.default_rng(5).normal(size=(12, 3))
-    got = computing.map(functools.partial(helpers.slow_except_in, pid=os.getpid()), x)
+    with helpers.chunk_policy(computing, helpers.FixedChunks(6)):
+        got = computing.map(functools.partial(helpers.slow_except_in, pid=os.getpid()), x)
     assert [g[0] for g in got] == [-0.5 * float(np.dot(r, r)) for r in x]
     pids = [g[1] for g in got]
     assert pids[4:] == [os.getpid()] * 8
@@ -185,10 +170,10 @@ def test_the_client_computes_only_once_a_large_request_is_out(computing):
     socket takes at once. The client's own chunk (4 items of 1 s) must not
     start before those bytes are out, or the engine would get them only
     after the client's 4 s: the engine's chunk starts well within them."""
-    computing._policy = _Chunks(2)  # noqa: SLF001 (the engine's 4 items, then the client's 4)
     fn = helpers.StampedLogProb(np.zeros(5 * 2**20), pid=os.getpid(), delay=1.0)
     x = np.random.default_rng(8).normal(size=(8, 3))
-    got = computing.map(fn, x)
+    with helpers.chunk_policy(computing, helpers.FixedChunks(2)):  # the engine's 4, the client's 4
+        got = computing.map(fn, x)
     assert [g[0] for g in got] == [-0.5 * float(np.dot(r, r)) for r in x]
     assert [g[1] for g in got][4:] == [os.getpid()] * 4
     engine_start, client_start = got[0][2], got[4][2]
@@ -205,9 +190,7 @@ def test_beside_a_single_engine_the_client_is_a_second_worker(transport):
     worker, the client would compute alone), and the chain is still the
     serial one."""
     with IPyParallelPool(1, transport=transport, client_computes=True) as pool:
-        serial = _chain(None, helpers.slow_gaussian_with_pid, nsteps=10, args=(1e-4,))
-        pooled = _chain(pool, helpers.slow_gaussian_with_pid, nsteps=10, args=(1e-4,))
-        assert np.array_equal(serial.get_chain(), pooled.get_chain())
-        assert np.array_equal(serial.get_log_prob(), pooled.get_log_prob())
+        _, pooled = helpers.assert_chain_matches_serial(
+            pool, helpers.slow_gaussian_with_pid, 10, nwalkers=32, args=(1e-4,), blobs=False)
         assert set(np.unique(pooled.get_blobs()).tolist()) == {
             os.getpid(), *pool.engine_pids.values()}

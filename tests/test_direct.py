@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import logging
 import pickle
-import socket
 import sys
+import threading
 import time
 
 import numpy as np
@@ -17,23 +17,39 @@ from emcee_ipp.transport.base import EngineLost
 from emcee_ipp.transport.direct import open_connection
 
 
-def _send_raw(url, message, wait_s=1.0):
-    """Send ``message`` to an engine's direct channel; return its reply, or
-    None if the engine hung up or did not answer."""
-    with open_connection(url, wait_s) as sock:
-        _frames.send(sock, message)
-        try:
-            return _frames.recv(sock)
-        except socket.timeout:  # TimeoutError from Python 3.10 on
-            return None
+CLOSED = "closed"  # what _outcome returns when the engine hung up
 
 
-def _evil_request(key, path):
-    """A request whose first object loaded on the engine (an object its
-    items name) creates ``path`` when unpickled."""
+def open_session(url, key):
+    """A connection to an engine's direct channel, its session opened as a
+    pool opens one (the hellos); returns ``(socket, session)``."""
+    sock = open_connection(url, 10.0)
+    session, hello = _frames.hello(key)
+    _frames.send(sock, hello)
+    session.confirm(_frames.recv(sock))
+    return sock, session
+
+
+def outcome(sock, wait_s=10.0):
+    """What the engine did with the last message sent on ``sock``: its reply,
+    or CLOSED if it hung up. Fails the test if it did neither within
+    ``wait_s`` (a message ignored is not a message refused)."""
+    sock.settimeout(wait_s)
+    try:
+        reply = _frames.recv(sock)
+    except ConnectionResetError:
+        return CLOSED
+    except TimeoutError:
+        pytest.fail(f"the engine neither answered nor hung up within {wait_s} s")
+    return CLOSED if reply is None else reply
+
+
+def _evil_request(path):
+    """``(header, *parts)`` of a request whose first object loaded on the
+    engine (an object its items name) creates ``path`` when unpickled."""
     header = {"id": "forged", "op": "eval", "token": "t", "payload": False, "kind": "packed",
               "count": 0, "objects": ["evil"]}
-    return _frames.pack(key, header, b"", pickle.dumps(helpers.CreatesFile(str(path))))
+    return header, b"", pickle.dumps(helpers.CreatesFile(str(path)))
 
 
 def _engine_urls(pool):
@@ -48,23 +64,34 @@ def test_forged_message_is_dropped_and_never_unpickled(split_pool, tmp_path, rou
     if not urls:
         assert route == "unix" and not sys.platform.startswith("linux")
         pytest.skip("engines serve Unix sockets on Linux only")
-    url = urls[0]
+    url, key = urls[0], split_pool.client.session.key
     before = split_pool.client[eid].apply_sync(helpers.direct_rejected)
 
+    # Each in a session opened with the cluster's key, stamped as the
+    # session's next message: only the signature is wrong.
     forged = tmp_path / "forged"
-    assert _send_raw(url, _evil_request(b"not the cluster key", forged)) is None
+    sock, session = open_session(url, key)
+    with sock:
+        stamp = _frames.STAMP.pack(session.id, session.sent)
+        _frames.send(sock, _frames.pack(b"not the cluster key", stamp, *_evil_request(forged)))
+        assert outcome(sock) == CLOSED
     unsigned = tmp_path / "unsigned"
-    frame = _evil_request(b"k", unsigned)
-    assert _send_raw(url, [b"\0" * _frames.SIG_BYTES, *frame[1:]]) is None
-    time.sleep(0.3)
+    sock, session = open_session(url, key)
+    with sock:
+        frame = session.pack(*_evil_request(unsigned))
+        _frames.send(sock, [b"\0" * _frames.SIG_BYTES, *frame[1:]])
+        assert outcome(sock) == CLOSED
+    # Hung up on, so done with both: had either been loaded, its file would be there.
     assert not forged.exists() and not unsigned.exists()
     assert split_pool.client[eid].apply_sync(helpers.direct_rejected) == before + 2
 
     # Control: the same message signed with the cluster's key is unpickled,
     # so the two above were stopped by the signature, nothing else.
     signed_ok = tmp_path / "signed"
-    reply = _send_raw(url, _evil_request(split_pool.client.session.key, signed_ok))
-    assert reply is not None and signed_ok.exists()
+    sock, session = open_session(url, key)
+    with sock:
+        _frames.send(sock, session.pack(*_evil_request(signed_ok)))
+        assert outcome(sock) != CLOSED and signed_ok.exists()
     # The pool still works after all this.
     x = np.ones((6, 2))
     assert split_pool.map(helpers.gaussian, x) == [-1.0] * 6
@@ -228,25 +255,72 @@ def test_broken_connection_to_a_live_engine_is_reopened(pools):
     assert transport._sockets  # noqa: SLF001
 
 
-@pytest.mark.timeout(60)
-def test_late_interrupt_spares_a_chunk_it_was_not_meant_for(pools):
+def busy_request():
+    """(On an engine) the id of the request its direct server is evaluating, or None."""
+    from emcee_ipp.transport import _direct_engine
+
+    busy = _direct_engine._SERVER.get("busy")  # noqa: SLF001
+    return None if busy is None else busy[1]
+
+
+def _map_held_until(pool, path):
+    """Start ``pool.map`` over 4 items in one chunk, the first waiting for
+    ``path``; return the thread, what it got (``r`` or ``error``), and the
+    engine running the chunk with the chunk's request id, once it runs."""
+    got = {}
+
+    def run():
+        try:
+            got["r"] = pool.map(helpers.WaitsFor(path, 0), range(4), chunksize=4)
+        except Exception as exc:
+            got["error"] = exc
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        busy = pool.client[:].apply_sync(busy_request)
+        running = [(eid, rid) for eid, rid in zip(pool.client.ids, busy) if rid is not None]
+        if running:
+            return worker, got, running[0]
+    path.touch()
+    worker.join(30)
+    pytest.fail("no engine started the chunk within 30 s")
+
+
+@pytest.mark.timeout(90)
+def test_late_interrupt_spares_a_chunk_it_was_not_meant_for(pools, tmp_path):
     """An interrupt names the chunks the pool gave up; another chunk running
     on that engine (the next map's, say) finishes untouched."""
-    import threading
-
     from emcee_ipp.transport import _direct_engine
 
     pool = pools("direct")
-    eid = pool.client.ids[0]
-    x = np.zeros((20, 2))  # 200-400 ms on an engine: busy when the interrupt lands
-    got = {}
-    worker = threading.Thread(target=lambda: got.update(r=pool.map(helpers.gaussian_20ms, x)))
-    worker.start()
-    time.sleep(0.05)  # the chunks are being evaluated
-    interrupted = pool.client[eid].apply_sync(_direct_engine.interrupt, ["another-pool-0"])
-    worker.join(30)
-    assert interrupted is False
-    assert got["r"] == [helpers.gaussian_20ms(r) for r in x]
+    go = tmp_path / "go"
+    worker, got, (eid, rid) = _map_held_until(pool, go)
+    try:
+        assert rid.startswith(pool._transport._prefix)  # noqa: SLF001 (this map's chunk)
+        assert pool.client[eid].apply_sync(_direct_engine.interrupt, ["another-pool-0"]) is False
+        # Had it landed, the chunk would end at its next 5 ms wait, with an error.
+        assert pool.client[eid].apply_sync(busy_request) == rid
+    finally:
+        go.touch()
+        worker.join(30)
+    assert got == {"r": [0, 10, 20, 30]}
+
+    # Control: the same interrupt naming the running chunk does stop it (so
+    # the chunk above was running, interruptible, when it was spared).
+    stop = tmp_path / "stop"
+    worker, got, (eid, rid) = _map_held_until(pool, stop)
+    try:
+        assert pool.client[eid].apply_sync(_direct_engine.interrupt, [rid]) is True
+        worker.join(30)
+    finally:
+        stop.touch()
+        worker.join(30)
+    assert isinstance(got.get("error"), RemoteLogProbError), got
+    assert "KeyboardInterrupt" in str(got["error"])
+    x = np.arange(8, dtype=float).reshape(4, 2)
+    assert pool.map(helpers.gaussian, x) == [helpers.gaussian(r) for r in x]
 
 
 @pytest.mark.timeout(60)

@@ -1,10 +1,6 @@
 """Engines joining and leaving while a run goes on."""
 from __future__ import annotations
 
-import threading
-
-import emcee
-import numpy as np
 import pytest
 
 import helpers
@@ -12,38 +8,29 @@ from emcee_ipp import IPyParallelPool
 
 
 @pytest.mark.timeout(180)
-def test_engine_joining_mid_run_takes_work_and_chain_is_unchanged(external_cluster):
+def test_engine_joining_mid_run_takes_work_and_chain_is_unchanged(external_cluster,
+                                                                  add_external_engine):
+    """An engine started after step 5 takes work from the map after it
+    registers: the run goes on until the newcomer has computed in 5 steps
+    (at most 3000 steps), and the chain equals the serial one of as many."""
     client = external_cluster.connect_client_sync()
-    new_set = {}
     try:
         with IPyParallelPool(client=client) as pool:
             size_before = pool.size
-            p0 = np.random.RandomState(2).normal(size=(16, 3))
+            old_pids = set(pool.engine_pids.values())
+            steps_with_newcomer = []
 
-            def run(target):
-                sampler = emcee.EnsembleSampler(
-                    16, 3, helpers.slow_gaussian_with_pid, args=(4e-3,), pool=target
-                )
-                sampler.random_state = np.random.RandomState(4).get_state()
-                sampler.run_mcmc(p0, 60)
-                return sampler
+            def on_step(sampler):
+                if sampler.iteration == 5:
+                    add_external_engine()
+                if set(sampler.get_blobs()[-1].tolist()) - old_pids:  # this step's pids
+                    steps_with_newcomer.append(sampler.iteration)
+                return len(steps_with_newcomer) >= 5
 
-            def add_engine():
-                new_set["id"] = external_cluster.start_engines_sync(n=1)
-
-            timer = threading.Timer(0.5, add_engine)
-            timer.start()
-            pooled = run(pool)
-            timer.join()
-            serial = run(None)
-            assert np.array_equal(pooled.get_chain(), serial.get_chain())
+            helpers.assert_chain_matches_serial(
+                pool, helpers.slow_gaussian_with_pid, 3000, args=(4e-3,), blobs=False,
+                on_step=on_step)
+            assert len(steps_with_newcomer) == 5, "the new engine never computed"
             assert pool.size == size_before + 1
-            # The newcomer's pid shows up in the blobs of the later steps.
-            new_pids = set(pool.engine_pids.values()) - set(
-                list(pool.engine_pids.values())[:size_before]
-            )
-            assert new_pids & set(np.unique(pooled.get_blobs()[-10:]).tolist())
     finally:
-        if "id" in new_set:
-            external_cluster.stop_engines_sync(new_set["id"])
         client.close()

@@ -7,36 +7,13 @@ import pytest
 
 import helpers
 from emcee_ipp import _quickstart as qs
-
-
-def _run(pool, log_prob, ndim=3, nwalkers=16, nsteps=40, p0=None, **kwargs):
-    sampler = emcee.EnsembleSampler(nwalkers, ndim, log_prob, pool=pool, **kwargs)
-    sampler.random_state = np.random.RandomState(1234).get_state()
-    if p0 is None:
-        p0 = np.random.RandomState(5).normal(size=(nwalkers, ndim))
-    sampler.run_mcmc(p0, nsteps)
-    return sampler
-
-
-def _assert_identical(a, b):
-    assert np.array_equal(a.get_chain(), b.get_chain())
-    assert np.array_equal(a.get_log_prob(), b.get_log_prob())
-    blobs_a, blobs_b = a.get_blobs(), b.get_blobs()
-    if blobs_a is None:
-        assert blobs_b is None
-    else:
-        for name in blobs_a.dtype.names or [None]:
-            ba = blobs_a[name] if name else blobs_a
-            bb = blobs_b[name] if name else blobs_b
-            assert np.array_equal(ba, bb)
+from helpers import assert_chain_matches_serial, assert_identical, run_chain
 
 
 def test_quickstart_identical(pool):
     data = qs.make_data()
-    kw = dict(ndim=3, nwalkers=32, nsteps=60, args=data, p0=qs.start_positions(32))
-    serial = _run(None, qs.lnprob, **kw)
-    pooled = _run(pool, qs.lnprob, **kw)
-    _assert_identical(serial, pooled)
+    _, pooled = assert_chain_matches_serial(pool, qs.lnprob, 60, nwalkers=32, args=data,
+                                            p0=qs.start_positions(32))
     assert np.isfinite(pooled.get_log_prob()).all()
 
 
@@ -51,37 +28,29 @@ def test_quickstart_identical(pool):
     ids=["default", "de-mix", "walk-kde", "mh-gaussian"],
 )
 def test_moves_identical(pool, moves):
-    _assert_identical(
-        _run(None, helpers.gaussian, moves=moves), _run(pool, helpers.gaussian, moves=moves)
-    )
+    assert_chain_matches_serial(pool, helpers.gaussian, moves=moves)
 
 
 def test_blobs_identical(pool):
-    serial = _run(None, helpers.slow_gaussian_with_pid, args=(1e-4,))
-    pooled = _run(pool, helpers.slow_gaussian_with_pid, args=(1e-4,))
-    assert np.array_equal(serial.get_chain(), pooled.get_chain())
-    assert np.array_equal(serial.get_log_prob(), pooled.get_log_prob())
-    # The blob is the pid that evaluated the walker: it must differ, and the
-    # engines' pids must all appear (the work really ran remotely).
+    _, pooled = assert_chain_matches_serial(pool, helpers.slow_gaussian_with_pid,
+                                            args=(1e-4,), blobs=False)
+    # The blob is the pid that evaluated the walker: only engines' (the work
+    # really ran remotely).
     assert set(np.unique(pooled.get_blobs())) <= set(pool.engine_pids.values())
 
 
 def test_float_blobs_identical(pool):
-    _assert_identical(
-        _run(None, helpers.gaussian_with_sum_blob), _run(pool, helpers.gaussian_with_sum_blob)
-    )
+    assert_chain_matches_serial(pool, helpers.gaussian_with_sum_blob)
 
 
 def test_parameter_names_identical(pool):
-    kw = dict(parameter_names=["a", "b", "c"])
-    _assert_identical(_run(None, helpers.gaussian_named, **kw), _run(pool, helpers.gaussian_named, **kw))
+    assert_chain_matches_serial(pool, helpers.gaussian_named, parameter_names=["a", "b", "c"])
 
 
 def test_args_and_kwargs_identical(pool):
     data = qs.make_data()
-    kw = dict(nwalkers=24, nsteps=30, p0=qs.start_positions(24))
-    kw["kwargs"] = {"x": data[0], "y": data[1], "yerr": data[2]}
-    _assert_identical(_run(None, qs.lnprob, **kw), _run(pool, qs.lnprob, **kw))
+    assert_chain_matches_serial(pool, qs.lnprob, 30, nwalkers=24, p0=qs.start_positions(24),
+                                kwargs={"x": data[0], "y": data[1], "yerr": data[2]})
 
 
 def test_replaced_args_reach_the_engines(pool):
@@ -89,12 +58,12 @@ def test_replaced_args_reach_the_engines(pool):
     cell fitting new data) samples the new posterior, as serial emcee does."""
 
     def run(target):
-        sampler = _run(target, helpers.gaussian_shifted, ndim=2, nsteps=10,
-                       args=(np.zeros(2),), kwargs={"scale": 1.0})
+        sampler = run_chain(target, helpers.gaussian_shifted, 10, ndim=2,
+                            args=(np.zeros(2),), kwargs={"scale": 1.0})
         sampler.log_prob_fn.args = (np.full(2, 3.0),)
         state = sampler.run_mcmc(None, 10)
         sampler.log_prob_fn.kwargs = {"scale": 0.5}
         sampler.run_mcmc(state, 10)
         return sampler
 
-    _assert_identical(run(None), run(pool))
+    assert_identical(run(None), run(pool))

@@ -1,10 +1,13 @@
-"""The direct channel's framing (``transport._frames``), over a real socket pair.
+"""The direct channel's framing and sessions (``transport._frames``), over
+a real socket pair.
 
 No cluster: these run in the test process, with a writer thread on the
-other end of a ``socket.socketpair``.
+other end of a ``socket.socketpair``. (tests/test_direct_faults.py replays
+real requests to real engines.)
 """
 from __future__ import annotations
 
+import hmac
 import socket
 import threading
 import tracemalloc
@@ -15,6 +18,19 @@ import pytest
 from emcee_ipp.transport import _frames
 
 KEY = b"the cluster's key"
+
+
+def _joined(message: list) -> bytes:
+    """A packed message as ``recv`` returns it (without its length)."""
+    return b"".join(message)
+
+
+def _session_pair():
+    """A client's and an engine's end of one session, after the hellos."""
+    client, hello = _frames.hello(KEY)
+    engine, answer = _frames.answer(KEY, _joined(hello))
+    client.confirm(_joined(answer))
+    return client, engine
 
 
 @pytest.fixture
@@ -42,8 +58,9 @@ def test_parts_arrive_whole_signed_and_in_order(pair, nbytes):
     # Sizes around the join threshold and the first read's size, one far above.
     big = np.random.default_rng(nbytes).random(nbytes // 8)
     parts = [b"first", memoryview(big), b""]
-    thread = _send_in_thread(pair[0], _frames.pack(KEY, {"id": "r-1"}, *parts))
-    header, got = _frames.unpack(KEY, _frames.recv(pair[1]))
+    client, engine = _session_pair()
+    thread = _send_in_thread(pair[0], client.pack({"id": "r-1"}, *parts))
+    header, got = engine.unpack(_frames.recv(pair[1]))
     thread.join(30)
     assert not thread.is_alive()
     assert header["id"] == "r-1"
@@ -80,24 +97,86 @@ class _Trickle:
 def test_partial_sends_resume_at_the_right_byte():
     floats = np.arange(100, dtype=np.float64)
     tail = b"tail" * 20000  # over the join threshold: the parts go out unjoined
-    message = _frames.pack(KEY, {"id": "r-3"}, memoryview(floats), tail)
+    client, engine = _session_pair()
+    message = client.pack({"id": "r-3"}, memoryview(floats), tail)
     prefix = len(message[1])
     # Cut inside the length prefix, on its edge, on the signature's edge,
-    # 3 bytes into the first float64, and once more.
+    # 3 bytes into the first float64 (the prefix holds the stamp and the
+    # header), and once more.
     takes = [1, 7, _frames.SIG_BYTES, prefix + 3, 100]
     sock = _Trickle(takes)
     _frames.send(sock, message)
     assert sock.calls == len(takes) + 1
-    header, parts = _frames.unpack(KEY, _frames.recv(sock))
+    header, parts = engine.unpack(_frames.recv(sock))
     assert header["id"] == "r-3"
     assert bytes(parts[0]) == floats.tobytes() and bytes(parts[1]) == tail
 
 
 def test_a_message_signed_with_another_key_is_refused(pair):
-    thread = _send_in_thread(pair[0], _frames.pack(b"another key", {"id": "r-2"}, b"x"))
+    client, engine = _session_pair()
+    # The right stamp (the session's next), the wrong key.
+    stamp = _frames.STAMP.pack(client.id, client.sent)
+    thread = _send_in_thread(pair[0], _frames.pack(b"another key", stamp, {"id": "r-2"}, b"x"))
     message = _frames.recv(pair[1])
     thread.join(30)
-    assert message is not None and _frames.unpack(KEY, message) is None
+    assert message is not None
+    with pytest.raises(_frames.Rejected, match="failed authentication"):
+        engine.unpack(message)
+    # Control: the same message signed with the session's key is taken.
+    assert engine.unpack(_joined(client.pack({"id": "r-2"}, b"x")))[0]["id"] == "r-2"
+
+
+@pytest.mark.parametrize("sender", ["client", "engine"])
+def test_a_repeated_or_skipped_message_is_refused_both_ways(sender):
+    client, engine = _session_pair()
+    send, take = (client, engine) if sender == "client" else (engine, client)
+    first, second, third = (_joined(send.pack({"id": f"r-{i}"})) for i in range(3))
+    assert take.unpack(first)[0]["id"] == "r-0"
+    with pytest.raises(_frames.Rejected, match=r"message #1 where #2 was due"):
+        take.unpack(first)  # replayed on its connection
+    with pytest.raises(_frames.Rejected, match=r"message #3 where #2 was due"):
+        take.unpack(third)  # one skipped (or a reordering)
+    # Neither refusal moved the session on: the next message is still taken.
+    assert take.unpack(second)[0]["id"] == "r-1"
+    assert take.unpack(third)[0]["id"] == "r-2"
+
+
+def test_another_sessions_message_is_refused_even_at_the_right_number():
+    client, engine = _session_pair()
+    other_client, other_engine = _session_pair()
+    assert {client.id, other_client.id} == {engine.id, other_engine.id}
+    assert client.id != other_client.id
+    with pytest.raises(_frames.Rejected, match="another session"):
+        engine.unpack(_joined(other_client.pack({"id": "r-0"})))
+    with pytest.raises(_frames.Rejected, match="another session"):
+        client.unpack(_joined(other_engine.pack({"id": "r-0"})))
+    assert engine.unpack(_joined(client.pack({"id": "r-0"})))[0]["id"] == "r-0"
+
+
+def test_each_side_picks_half_of_the_session_id():
+    # A client reusing a captured hello (the same half of its own) still
+    # gets a new session from the engine, which a captured request misses.
+    client, hello = _frames.hello(KEY)
+    request = _joined(client.pack({"id": "r-0"}))
+    first, _ = _frames.answer(KEY, _joined(hello))
+    again, _ = _frames.answer(KEY, _joined(hello))
+    assert first.id[:8] == again.id[:8] == client.id[:8]
+    assert first.id[8:] != again.id[8:]
+    # Only a hello opens a session: a request sent first is refused.
+    with pytest.raises(_frames.Rejected, match="not a hello"):
+        _frames.answer(KEY, request)
+    # A client takes only the hello answering its own.
+    other, _ = _frames.hello(KEY)
+    with pytest.raises(_frames.Rejected, match="another session"):
+        other.confirm(_joined(_frames.answer(KEY, _joined(hello))[1]))
+
+
+def test_a_signed_but_malformed_message_is_refused():
+    client, engine = _session_pair()
+    stamp = _frames.STAMP.pack(client.id, 1)
+    body = stamp + (1000).to_bytes(4, "little") + b"not a pickle"
+    with pytest.raises(_frames.Rejected, match="malformed"):
+        engine.unpack(hmac.digest(KEY, body, "sha256") + body)
 
 
 @pytest.mark.timeout(60)

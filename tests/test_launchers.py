@@ -16,17 +16,6 @@ import helpers
 from emcee_ipp import IPyParallelPool, run_split
 
 
-def _assert_chain_identical_to_serial(pool):
-    p0 = np.random.RandomState(1).normal(size=(16, 3))
-    chains = []
-    for target in (None, pool):
-        sampler = emcee.EnsembleSampler(16, 3, helpers.gaussian, pool=target)
-        sampler.random_state = np.random.RandomState(2).get_state()
-        sampler.run_mcmc(p0, 30)
-        chains.append(sampler.get_chain())
-    assert np.array_equal(*chains)
-
-
 @pytest.fixture(scope="module")
 def mpi_cluster():
     if shutil.which("mpiexec") is None:
@@ -54,7 +43,7 @@ def test_pool_on_mpi_engines(mpi_cluster):
         ranks = sorted(helpers.remotely(pool.client[:], helpers.mpi_rank_and_size))
         assert ranks == [(0, 2), (1, 2)]  # one MPI world of two ranks
 
-        _assert_chain_identical_to_serial(pool)
+        helpers.assert_chain_matches_serial(pool, helpers.gaussian, 30)
         p0 = np.random.RandomState(1).normal(size=(16, 3))
         r = run_split(pool, emcee.EnsembleSampler(16, 3, helpers.gaussian), p0, 20, seed=1)
         assert r.get_chain().shape == (20, 32, 3)
@@ -91,6 +80,6 @@ def test_pool_on_slurm_engines(ipython_dir):
             assert pool.size == 2
             jobs = set(helpers.remotely(pool.client[:], helpers.slurm_job_id))
             assert len(jobs) == 1 and None not in jobs  # both engines inside one Slurm job
-            _assert_chain_identical_to_serial(pool)
+            helpers.assert_chain_matches_serial(pool, helpers.gaussian, 30)
     finally:
         cluster.stop_cluster_sync()

@@ -113,7 +113,8 @@ def test_context_manager_closes(external_cluster):
         p.map(helpers.gaussian, np.ones((2, 2)))
 
 
-def test_initializer_runs_on_every_engine_including_late_ones(external_cluster):
+def test_initializer_runs_on_every_engine_including_late_ones(external_cluster,
+                                                             add_external_engine):
     client = external_cluster.connect_client_sync()
     try:
         with IPyParallelPool(
@@ -121,7 +122,7 @@ def test_initializer_runs_on_every_engine_including_late_ones(external_cluster):
         ) as p:
             first = set(client.ids)
             assert set(helpers.remotely(client[:], helpers.get_engine_value)) == {"ready"}
-            external_cluster.start_engines_sync(n=1)
+            add_external_engine()  # (removed after the test)
             client.wait_for_engines(len(first) + 1, timeout=60, interactive=False)
             new = set(client.ids) - first
             assert new

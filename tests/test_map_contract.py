@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import helpers
-from emcee_ipp import EngineSetupError, MapTimeoutError, RemoteLogProbError
+from emcee_ipp import RemoteLogProbError
 
 
 def _same(got, want):
@@ -55,13 +55,16 @@ def test_empty_iterable_returns_empty_list(pool):
     assert pool.map(helpers.gaussian, np.empty((0, 3))) == []
 
 
-def test_order_kept_when_spread_over_every_engine(pool):
-    # A log-prob costly enough that the policy uses every engine.
+@pytest.mark.parametrize("chunks", [2, 5])
+def test_order_kept_when_spread_over_every_engine(pool, chunks):
+    # One chunk per engine, and more chunks than engines (each to the next
+    # free engine), whatever earlier tests taught the pool's chunk policy.
     x = np.arange(60, dtype=float).reshape(20, 3)
-    for _ in range(3):  # 20 x 5 ms of work: dozens of messages' worth
-        got = pool.map(helpers.slower_gaussian_with_pid, x)
-        assert [g[0] for g in got] == [helpers.gaussian(r) for r in x]
-    assert len({g[1] for g in got}) == pool.size
+    with helpers.chunk_policy(pool, helpers.FixedChunks(chunks)):
+        for _ in range(3):  # 20 x 5 ms of work: dozens of messages' worth
+            got = pool.map(helpers.slower_gaussian_with_pid, x)
+            assert [g[0] for g in got] == [helpers.gaussian(r) for r in x]
+            assert len({g[1] for g in got}) == pool.size
 
 
 def test_remote_error_names_engine_and_parameters(pool):
@@ -83,11 +86,19 @@ def test_result_that_cannot_travel_back_is_an_error_not_a_hang(pool):
     x = np.array([[1.0, 0.0], [2.0, 1.0]])
     pool.timeout = 20.0  # a hang fails the test with MapTimeoutError
     try:
-        with pytest.raises(Exception, match="(?i)pickle") as info:
+        with pytest.raises(RemoteLogProbError) as info:
             pool.map(helpers.unpicklable_blob, x)
-        assert not isinstance(info.value, MapTimeoutError)
     finally:
         pool.timeout = None
+    err = info.value
+    # Named: what failed (the results' trip back), the pickling error and
+    # its object, the engine, and a walker of the chunk.
+    assert err.type_name == "TypeError"
+    assert "the results could not be sent back" in str(err)
+    assert "cannot pickle '_thread.lock' object" in str(err)
+    assert err.engine_id in pool.client.ids
+    assert any(np.array_equal(err.params, row) for row in x)
+    assert "pickle" in err.__cause__.tb
     assert pool.map(helpers.gaussian, x) == list(map(helpers.gaussian, x))
 
 
@@ -107,6 +118,30 @@ def test_what_the_log_prob_prints_is_shown_here_in_order(pool, capsys):
     with pytest.raises(RemoteLogProbError):
         pool.map(helpers.chatty_raises_on_positive, y)
     assert "walker 1.0\n" in capsys.readouterr().out
+
+
+# What a chunk prints is kept up to this many characters per stream (the
+# README's 1 MB); the rest is dropped, and a line says how much.
+PRINT_CAP = 1_000_000
+
+
+def test_what_the_log_prob_prints_is_capped_per_chunk_and_stream(pool, capsys):
+    """Two chunks of two walkers, each walker printing 600,001 characters
+    on stdout and on stderr: each chunk's 1,200,002 per stream are cut to
+    the first 1,000,000, followed by a line counting the 200,002 dropped;
+    the chunks in input order."""
+    x = np.arange(8, dtype=float).reshape(4, 2)  # walker i prints chr(97 + i)
+    with helpers.chunk_policy(pool, helpers.FixedChunks(2)):
+        assert pool.map(helpers.prints_a_lot, x) == [helpers.gaussian(r) for r in x]
+    captured = capsys.readouterr()
+    for text, case in ((captured.out, str.lower), (captured.err, str.upper)):
+        want = ""
+        for chunk in (x[:2], x[2:]):
+            full = "".join(case(chr(97 + int(r[0]))) * 600_000 + "\n" for r in chunk)
+            want += (full[:PRINT_CAP] + f"\n[emcee_ipp: {len(full) - PRINT_CAP} more "
+                     "characters of output dropped]\n")
+        same = text == want  # (not in the assert: pytest would diff 2 MB)
+        assert same, f"{len(text)} characters, want {len(want)}: {text[-80:]!r}"
 
 
 def _metadata_text(pool) -> int:

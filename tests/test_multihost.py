@@ -65,19 +65,12 @@ def test_engine_killed_on_a_host_chain_identical(hosts, ipython_dir):
         with IPyParallelPool(client=client) as pool:
             victim = engines[hosts[0][0]]
 
-            def run(target, on_step=None):
-                sampler = emcee.EnsembleSampler(
-                    16, 3, helpers.sleepy_gaussian, args=(2e-3,), pool=target
-                )
-                sampler.random_state = np.random.RandomState(5).get_state()
-                p0 = np.random.RandomState(3).normal(size=(16, 3))
-                for k, _ in enumerate(sampler.sample(p0, iterations=40)):
-                    if on_step:
-                        on_step(k)
-                return sampler.get_chain()
+            def kill_after_step_6(sampler):
+                if sampler.iteration == 6:
+                    victim.kill()
 
-            pooled = run(pool, lambda k: k == 5 and victim.kill())
-            assert np.array_equal(pooled, run(None))
+            helpers.assert_chain_matches_serial(pool, helpers.sleepy_gaussian, 40, args=(2e-3,),
+                                                on_step=kill_after_step_6)
             assert pool.size == len(hosts) - 1
 
 
@@ -88,19 +81,14 @@ def test_cut_host_is_dropped_then_all_cut_is_a_clear_error(netns_cluster, hosts)
     link down, the map fails with NoEnginesError instead of hanging."""
     _, client, _ = netns_cluster
     with IPyParallelPool(client=client) as pool:
-        p0 = np.random.RandomState(3).normal(size=(16, 3))
-
-        def run(target, on_step=None):
-            sampler = emcee.EnsembleSampler(16, 3, helpers.sleepy_gaussian, args=(2e-3,), pool=target)
-            sampler.random_state = np.random.RandomState(5).get_state()
-            for k, _ in enumerate(sampler.sample(p0, iterations=40)):
-                if on_step:
-                    on_step(k)
-            return sampler.get_chain()
-
         (ns0, _, dev0), (ns1, _, dev1) = hosts[:2]
-        pooled = run(pool, lambda k: k == 5 and netns.ip("link", "set", dev0, "down", ns=ns0))
-        assert np.array_equal(pooled, run(None))
+
+        def cut_host_0_after_step_6(sampler):
+            if sampler.iteration == 6:
+                netns.ip("link", "set", dev0, "down", ns=ns0)
+
+        helpers.assert_chain_matches_serial(pool, helpers.sleepy_gaussian, 40, args=(2e-3,),
+                                            on_step=cut_host_0_after_step_6)
         assert pool.size == len(hosts) - 1
         netns.ip("link", "set", dev1, "down", ns=ns1)
         t0 = time.monotonic()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import helpers
-from emcee_ipp import EmceeIppError, IPyParallelPool, SplitResult, run_split
+from emcee_ipp import EmceeIppError, EngineCrashError, IPyParallelPool, SplitResult, run_split
 from emcee_ipp import _ensemble
 from emcee_ipp import split as split_module
 from emcee_ipp import _quickstart as qs
@@ -53,8 +53,10 @@ def test_shapes(split_pool):
 def test_per_ensemble_initial_states(split_pool):
     starts = np.stack([_p0(s) + 10 * s for s in range(2)])
     r = run_split(split_pool, _sampler(), starts, 5, n_ensembles=2, seed=3)
-    means = [e.backend.get_chain()[0].mean() for e in r.ensembles]
-    assert means[1] - means[0] > 5  # each ensemble began at its own start
+    for i, start in enumerate(starts):  # ensemble i ran as if every one began at its start
+        alone = run_split(split_pool, _sampler(), start, 5, n_ensembles=2, seed=3).ensembles[i]
+        assert np.array_equal(r.ensembles[i].backend.get_chain(), alone.backend.get_chain())
+    assert not np.array_equal(r.ensembles[0].backend.get_chain(), r.ensembles[1].backend.get_chain())
 
 
 def test_same_seed_same_result_whatever_the_engines(split_pool, external_cluster):
@@ -149,8 +151,23 @@ def test_resume_is_bit_identical_to_a_straight_run(split_pool, tmp_path):
     assert np.array_equal(resumed.get_chain(), straight.get_chain())
     assert np.array_equal(resumed.get_log_prob(), straight.get_log_prob())
     assert np.array_equal(resumed.get_blobs(), straight.get_blobs())
-    for path in [e.path for e in resumed.ensembles] + [tmp_path / "run_split.npz"]:
-        assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+@pytest.mark.timeout(120)
+def test_files_are_owner_only_whatever_the_umask(tmp_path):
+    """Engines started under umask 0 would make 0666 files; ours are 0600."""
+    old = os.umask(0)  # the pool's engines inherit it
+    try:
+        with IPyParallelPool(1) as pool:
+            r = run_split(pool, _sampler(), _p0(), 3, n_ensembles=2, seed=1, backend_dir=tmp_path)
+            (tmp_path / "probe").touch()
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "probe").st_mode & 0o777 == 0o666  # the umask was in force
+    for path in [e.path for e in r.ensembles] + [tmp_path / "run_split.npz"]:
+        assert os.stat(path).st_mode & 0o777 == 0o600, path
+        for hidden in tmp_path.glob(".ensemble_*.h5"):  # the copies the links name
+            assert os.stat(hidden).st_mode & 0o777 == 0o600, hidden
 
 
 @pytest.mark.timeout(120)
@@ -185,9 +202,9 @@ def test_a_run_cut_short_resumes_level_and_equals_a_straight_run(split_pool, tmp
     shutil.copy(ran[30] / "ensemble_0000.h5", cut)  # 30 steps
     shutil.copy(ran[20] / "ensemble_0001.h5", cut)  # 20 steps: the same stream, cut earlier
     if third != "no file":
-        backend = _ensemble.open_backend(str(cut / "ensemble_0002.h5"))
-        if third == "reset file":
-            backend.reset(NWALKERS, NDIM)
+        with _ensemble.open_backend(str(cut / "ensemble_0002.h5")) as backend:
+            if third == "reset file":
+                backend.reset(NWALKERS, NDIM)
     resumed = run_split(split_pool, s, None, 10, backend_dir=cut)
     straight = run_split(split_pool, s, _p0(), 40, n_ensembles=3, seed=7)
     assert [e.backend.iteration for e in resumed.ensembles] == [40, 40, 40]
@@ -215,13 +232,14 @@ def test_user_sampler_unchanged(split_pool):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(initial_state=np.zeros((3, 3)), nsteps=5), r"shape \(3, 3\)"),
+        (dict(initial_state=np.zeros((3, 3)), nsteps=5),
+         r"shape \(3, 3\); expected \(16, 3\) .* or \(2, 16, 3\)"),
         (dict(initial_state=np.zeros((16, 3)), nsteps=0), "nsteps=0"),
         (dict(initial_state=None, nsteps=5), "backend_dir is None"),
     ],
 )
 def test_bad_input_is_a_clear_error(split_pool, kwargs, match):
-    with pytest.raises((ValueError, TypeError), match=match):
+    with pytest.raises(ValueError, match=match):
         run_split(split_pool, _sampler(), **kwargs)
 
 
@@ -266,7 +284,8 @@ def test_engine_killed_mid_run_restarts_elsewhere(tmp_path, with_files, monkeypa
         monkeypatch.setattr(split_module._Scheduler, "_set_steps", set_steps_and_kill)
         r = run_split(victim_pool, sampler, _p0(), 300, n_ensembles=2, seed=5,
                       backend_dir=backend_dir, progress=True)
-        assert killed and victim_pool.size == 1  # the engine really died
+        assert killed and victim not in victim_pool.engine_pids.values()  # it really died
+        assert victim_pool.size == 2  # and the pool's own cluster replaced it
         undisturbed = run_split(victim_pool, sampler, _p0(), 300, n_ensembles=2, seed=5)
     assert np.array_equal(r.get_chain(), undisturbed.get_chain())
     restarted = [e for e in r.ensembles if e.restarts]
@@ -277,6 +296,34 @@ def test_engine_killed_mid_run_restarts_elsewhere(tmp_path, with_files, monkeypa
             assert emcee.backends.HDFBackend(e.path, read_only=True).iteration == 300
     else:
         assert restarted[0].resumed_from == 0
+
+
+@pytest.mark.timeout(240)
+def test_an_ensemble_that_kills_its_engine_is_named_and_the_others_resume(tmp_path):
+    """Ensemble 1 starts where its log-prob ends the engine process: after
+    MAX_ATTEMPTS deaths it is named (EngineCrashError, with the exit code);
+    ensemble 0 stops cleanly, and its file resumes to a straight run's chain."""
+    starts = np.stack([_p0(1), _p0(2) + 100.0])
+    with IPyParallelPool(2) as pool:
+        with pytest.raises(EngineCrashError) as info:
+            run_split(pool, _sampler(helpers.exits_far_out), starts, 100_000, seed=4,
+                      backend_dir=tmp_path)
+        err = info.value
+        assert err.ensemble == 1 and err.exitcode == 3 and err.params is None
+        assert "ensemble 1 killed its engine (exit code 3)" in str(err)
+        assert pool.size == 2  # the pool's own cluster replaced its engines
+        saved = emcee.backends.HDFBackend(str(tmp_path / "ensemble_0000.h5"), read_only=True)
+        k = saved.iteration
+        assert 0 < k < 100_000
+        # Ensemble 1, never saved, starts again from its start: under a
+        # log-prob that does not crash there, every ensemble finishes.
+        resumed = run_split(pool, _sampler(helpers.sleepy_gaussian), None, 20,
+                            backend_dir=tmp_path)
+        straight = run_split(pool, _sampler(helpers.sleepy_gaussian), starts, k + 20, seed=4)
+    assert resumed.ensembles[0].resumed_from == k
+    ours, theirs = resumed.ensembles[0].backend, straight.ensembles[0].backend
+    assert np.array_equal(ours.get_chain(), theirs.get_chain())
+    assert np.array_equal(ours.get_log_prob(), theirs.get_log_prob())
 
 
 def test_progress_bar_updates_while_running(split_pool, capsys):

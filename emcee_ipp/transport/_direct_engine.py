@@ -11,9 +11,16 @@ After each reply it polls for the next request for as long as the request
 asked (``spin``, see ``direct.ENGINE_SPIN_S``) before it blocks::
 
     pool (one connection per pool)         this engine (_connection thread)
-    sig|{"id","op":"eval",...}|data     -> verify HMAC, or drop, log and hang up
-       (|fn bytes)(|objects' bytes)        _engine.evaluate(token, payload, chunk, ...)
-    <- sig|{"id","status",...}|data        same id, so the pool matches it
+    sig|C+0,#0|{"op":"hello"}           -> session id C+E (E: random, this side's)
+    <- sig|C+E,#0|{"op":"hello"}
+    sig|C+E,#1|{"id","op":"eval",...}|data
+       (|fn bytes)(|objects' bytes)     -> verify HMAC and stamp (session C+E,
+                                           the next #), or drop, log and hang up;
+                                           _engine.evaluate(token, payload, chunk, ...)
+    <- sig|C+E,#1|{"id","status",...}|data  same id, so the pool matches it
+
+(``_frames`` explains the stamp: no captured message is taken twice, on
+its connection or another.)
 
 One server per engine process, shared by every pool of the same cluster
 (they share the session key); their chunks are evaluated one at a time.
@@ -94,7 +101,9 @@ def serve() -> list[str]:
 
 
 def rejected() -> int:
-    """How many messages failed authentication on this engine (for tests)."""
+    """How many messages this engine refused (a bad signature, another
+    session's, a repeated or out-of-order number), each ending its
+    connection (for tests)."""
     return _SERVER.get("rejected", 0)
 
 
@@ -150,10 +159,11 @@ def _accept(listener, key: bytes) -> None:
 
 
 def _connection(conn, key: bytes) -> None:
-    """Answer one pool's requests until it hangs up, or sends a forged message."""
+    """Answer one pool's requests until it hangs up, or sends a message that
+    is not the next of its session (forged, replayed, reordered)."""
     poller = select.poll()
     poller.register(conn, select.POLLIN)
-    spin = 0.0
+    spin, session = 0.0, None
     with conn, _released(_CONNECTIONS):
         while True:
             try:
@@ -163,12 +173,16 @@ def _connection(conn, key: bytes) -> None:
                 message = _frames.recv(conn)
                 if message is None:  # the pool closed its end
                     return
-                verified = _frames.unpack(key, message)
-                if verified is None:
-                    _reject()
-                    return  # the rest of this stream cannot be trusted either
-                _frames.send(conn, _handle(key, *verified))
-                spin = _spin_seconds(verified[0].get("spin"))
+                if session is None:  # a new connection's first message: its hello
+                    session, reply = _frames.answer(key, message)
+                    _frames.send(conn, reply)
+                    continue
+                header, parts = session.unpack(message)
+                _frames.send(conn, _handle(session, header, parts))
+                spin = _spin_seconds(header.get("spin"))
+            except _frames.Rejected as exc:
+                _reject(exc)
+                return  # the rest of this stream cannot be trusted either
             except OSError:  # the connection broke
                 return
             except BaseException:  # a late interrupt() must not end the server
@@ -183,10 +197,10 @@ def _released(semaphore):
         semaphore.release()
 
 
-def _reject() -> None:
+def _reject(why) -> None:
     with _BUSY:
-        _SERVER["rejected"] += 1
-    log.warning("emcee_ipp: dropped a message that failed authentication")
+        _SERVER["rejected"] = _SERVER.get("rejected", 0) + 1
+    log.warning("emcee_ipp: dropped a message on the direct channel, and hung up: %s", why)
 
 
 def _end_busy() -> None:
@@ -223,19 +237,20 @@ def _spin_seconds(value) -> float:
     return min(seconds, MAX_SPIN_S) if seconds > 0.0 else 0.0  # NaN > 0 is False
 
 
-def _handle(key: bytes, header: dict, parts: list) -> list:
+def _handle(session, header: dict, parts: list) -> list:
+    """The reply to one verified request (a ping, or a chunk to evaluate)."""
     rid = header.get("id")
     if header.get("op") == "ping":
         # Where this engine runs, and on how many cores: the client decides
         # from them who may poll.
-        return _frames.pack(
-            key, {"id": rid, "status": "pong", "cores": usable_cores(), "machine": machine_id()}
+        return session.pack(
+            {"id": rid, "status": "pong", "cores": usable_cores(), "machine": machine_id()}
         )
     try:
         chunk = _frames.decode_chunk(header, parts[0])
         payload = parts[1] if header.get("payload") else None  # unpickled, not kept
-        keys = header.get("objects") or []
-        objects = list(zip(keys, parts[len(parts) - len(keys):]))
+        keys = header.get("objects")  # cached objects the items name, sent last
+        objects = list(zip(keys, parts[len(parts) - len(keys):])) if keys else ()
         with _EVALUATING:
             with _BUSY:
                 cancelled = rid in _CANCELLED
@@ -257,7 +272,7 @@ def _handle(key: bytes, header: dict, parts: list) -> list:
             ("error", 0, type(exc).__name__, f"the results could not be sent back: {exc}",
              traceback.format_exc())
         )
-    return _frames.pack(key, {"id": rid, **fields}, data)
+    return session.pack({"id": rid, **fields}, data)
 
 
 def _session_key() -> bytes:

@@ -12,15 +12,13 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 from ..exceptions import MapTimeoutError, NoEnginesError
+from ._pieces import FAILED, Pieces
 
 # How often a wait wakes to check for lost engines and the deadline.
 WAKE_S = 0.1
-# Reply statuses that end a map (the caller raises): the function raised,
-# or an item could not be loaded on the engine.
-FAILED = ("error", "badinput")
 
 
 class EngineLost(Exception):
@@ -83,12 +81,12 @@ class Transport(ABC):
     def close(self) -> None:
         """Release what the transport holds (sockets, views)."""
 
-    def run_map(self, entry, items, bounds, engines, timeout, alive, local=None, encode=None) -> list:
+    def run_map(self, entry, items, bounds, engines, timeout, roster, local=None, encode=None) -> list:
         """Evaluate every chunk; return ``(engine_id, reply)`` per chunk, in
         chunk order (:meth:`iter_map`'s replies; after an error reply, None
         for the chunks not finished)."""
         replies: list = [None] * len(bounds)
-        for i, eid, reply in self.iter_map(entry, items, bounds, engines, timeout, alive,
+        for i, eid, reply in self.iter_map(entry, items, bounds, engines, timeout, roster,
                                            local, encode):
             replies[i] = (eid, reply)
         return replies
@@ -100,7 +98,7 @@ class Transport(ABC):
         bounds: list[tuple[int, int]],
         engines: list[int],
         timeout: float | None,
-        alive: Callable[[], list[int]],
+        roster: Roster,
         local: Callable[[Any], tuple] | None = None,
         encode: Callable[[Any], tuple] | None = None,
     ) -> Iterator[tuple[int, int | None, tuple]]:
@@ -108,45 +106,44 @@ class Transport(ABC):
         each finishes, and stop after an error reply.
 
         The first chunks go to ``engines`` in order; each further chunk goes
-        to the first engine that finishes. ``encode(items[a:b])`` gives what
+        to the first engine that finishes, and a chunk whose engine died to
+        another engine (``roster`` tells which are alive); a chunk that
+        kills engines is split until the walker that does is found
+        (``_pieces``). ``encode(items[a:b])`` gives what
         travels for a chunk and the object-cache entries it names
         (``_shipping``); their bytes, like the function's, go to engines
         that lack them. With ``local`` (the pool's ``client_computes``), the
         client evaluates the last chunk itself, ``local(chunk)``, once the
         others are sent (:meth:`sending`), and later ones whenever no engine
-        is free, a lost engine's chunk included; its replies carry the
+        is free, never one whose engine died; its replies carry the
         engine id None. ``timeout`` counts only while the generator runs,
         not while its consumer holds it (``imap``). Closing the generator
         gives up the chunks still in flight (:attr:`abandoned`).
         """
-        pending = deque(range(len(bounds)))
-        mine = pending.pop() if local is not None else None  # the client's next chunk
+        pieces = Pieces(bounds)
+        pending = deque(range(len(bounds)))  # pieces to send; lost ones go first
+        mine = pending.pop() if local is not None else None  # the client's next piece
         idle = deque(engines)
-        inflight: dict = {}  # handle -> (chunk index, engine id)
+        inflight: dict = {}  # handle -> (piece, engine id)
         lost: set = set()  # engines lost during this map
-        wire: dict = {}  # chunk index -> (what travels, object entries it names)
+        wire: dict = {}  # piece -> (what travels, object entries it names)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while pending or inflight or mine is not None:
                 finished = []
                 while pending and idle:
-                    eid, i = idle.popleft(), pending.popleft()
-                    if i not in wire:
-                        a, b = bounds[i]
-                        wire[i] = encode(items[a:b]) if encode else (items[a:b], ())
-                    chunk, named = wire[i]
+                    eid, p = idle.popleft(), pending.popleft()
+                    if p not in wire:
+                        a, b = pieces.spans[p]
+                        wire[p] = encode(items[a:b]) if encode else (items[a:b], ())
+                    chunk, named = wire[p]
                     payload = None if eid in entry.engines else entry.payload
                     objects = [(e.token, e.payload) for e in named if eid not in e.engines]
-                    inflight[self.submit(eid, entry.token, payload, chunk, objects)] = (i, eid)
+                    inflight[self.submit(eid, entry.token, payload, chunk, objects)] = (p, eid)
                 if mine is not None and not self.sending():  # the engines compute meanwhile
-                    a, b = bounds[mine]
+                    a, b = pieces.spans[mine]
                     finished.append((mine, None, local(items[a:b])))
-                    mine = None
-                    if finished[-1][2][0] in FAILED:
-                        yield finished[-1]
-                        return
-                    if not inflight:
-                        mine = pending.pop() if pending else None
+                    mine = _own_piece(pending, pieces) if not inflight else None
                     wake = 0.0  # collect what finished meanwhile, then go on
                 else:
                     wake = WAKE_S if deadline is None else min(
@@ -155,34 +152,41 @@ class Transport(ABC):
                 for handle, reply in done:
                     if handle not in inflight:  # sent by a map interrupted before it held the handle
                         continue
-                    i, eid = inflight.pop(handle)
+                    p, eid = inflight.pop(handle)
                     if isinstance(reply, EngineLost):
                         entry.engines.discard(eid)
-                        pending.appendleft(i)
                         lost.add(eid)
+                        crash = self._lose(p, eid, pieces, pending, roster)
+                        if crash:
+                            finished.append(crash)
                     elif reply[0] == "miss":  # it lost its cache: send the bytes again
-                        for held in (entry, *wire[i][1]):
+                        for held in (entry, *wire[p][1]):
                             held.engines.discard(eid)
-                        pending.appendleft(i)
+                        pending.appendleft(p)
                         idle.appendleft(eid)
                     else:
-                        for held in (entry, *wire[i][1]):
+                        for held in (entry, *wire[p][1]):
                             held.engines.add(eid)
-                        finished.append((i, eid, reply))
+                        finished.append((p, eid, reply))
                         if reply[0] not in FAILED:
                             idle.append(eid)
                 if done and pending and not idle:
-                    self._recruit(inflight, idle, alive(), lost)
-                elif not done and (local is None or inflight or not pending):
+                    self._recruit(inflight, idle, roster.live(), lost)
+                elif not done and (local is None or inflight or not pending
+                                   or pieces.tainted(pending[-1])):
                     # (with nothing in flight, the client finishes the map itself)
-                    self._check(inflight, idle, pending, alive, deadline, timeout, lost)
+                    finished.extend(self._check(inflight, idle, pending, roster, deadline,
+                                                timeout, lost, pieces))
                 if local is not None and mine is None and pending and not idle:
-                    mine = pending.pop()  # every engine is busy: the client takes one
+                    mine = _own_piece(pending, pieces)  # every engine is busy: the client takes one
                 if finished:
                     held_at = time.monotonic()
-                    for reply in finished:
-                        yield reply
-                        if reply[2][0] in FAILED:
+                    for p, eid, reply in finished:
+                        out = pieces.done(p, eid, reply)
+                        if out is None:  # a piece of a split chunk, not the last
+                            continue
+                        yield out
+                        if reply[0] in FAILED:
                             return  # the caller raises; late replies are dropped
                     if deadline is not None:  # the consumer's time is not the map's
                         deadline += time.monotonic() - held_at
@@ -192,30 +196,46 @@ class Transport(ABC):
                 self.forget(list(inflight))
 
     @staticmethod
+    def _lose(piece, eid, pieces, pending, roster):
+        """``piece``'s engine died: queue it (or its halves) first; or, when
+        it is a walker that killed its engines, the reply that names it."""
+        retry = pieces.lost(piece)
+        if not retry:
+            return pieces.crash(piece, eid, roster.death(eid))
+        pending.extendleft(reversed(retry))
+        return None
+
+    @staticmethod
     def _recruit(inflight, idle, live, lost) -> None:
         """Give a lost engine's chunk to live engines this map did not target."""
         busy = {eid for _, eid in inflight.values()}
         idle.extend(e for e in live if e not in busy and e not in lost and e not in idle)
 
-    def _check(self, inflight, idle, pending, alive, deadline, timeout, lost) -> None:
-        """Between replies: requeue chunks of lost engines; enforce the deadline."""
-        live = alive()
-        for handle, (i, eid) in list(inflight.items()):
+    def _check(self, inflight, idle, pending, roster, deadline, timeout, lost, pieces) -> list:
+        """Between replies: requeue pieces of lost engines; enforce the
+        deadline. Returns the replies naming a walker that kills engines."""
+        live = roster.live()
+        crashes = []
+        for handle, (p, eid) in list(inflight.items()):
             if eid not in live:
                 del inflight[handle]
                 self.forget([handle])
-                pending.appendleft(i)
                 lost.add(eid)
+                crash = self._lose(p, eid, pieces, pending, roster)
+                if crash:
+                    crashes.append(crash)
         for eid in list(idle):
             if eid not in live:
                 idle.remove(eid)
         if pending and not idle:
             self._recruit(inflight, idle, live, lost)
-        if pending and not inflight and not idle:
-            raise NoEnginesError(
-                "every engine of the pool is gone; the map cannot finish. Start "
-                "engines again (or a new IPyParallelPool) and rerun."
-            )
+        if pending and not inflight and not idle and not crashes:
+            if not roster.coming():
+                raise NoEnginesError(
+                    "every engine of the pool is gone; the map cannot finish. Start "
+                    "engines again (or a new IPyParallelPool) and rerun."
+                )
+            time.sleep(WAKE_S)  # nothing to wait on but the new engines' arrival
         if deadline is not None and time.monotonic() >= deadline:
             busy = sorted({eid for _, eid in inflight.values()})
             held = sorted(set(self.owing()).intersection(busy))
@@ -230,3 +250,25 @@ class Transport(ABC):
                 "were still working. The log-prob may hang for some parameters; "
                 f"raise timeout= or fix the log-prob.{why}"
             )
+        return crashes
+
+
+class Roster(Protocol):
+    """What a map asks the pool about its engines (client side)."""
+
+    def live(self) -> list[int]:
+        """The engines that may take chunks now (new ones prepared first)."""
+
+    def coming(self) -> bool:
+        """Whether engines are on their way (replacing dead ones): with none
+        live, the map waits for them rather than failing."""
+
+    def death(self, engine_id: int) -> tuple[int | None, str]:
+        """How a dead engine ended: its exit code (``-N`` for signal
+        ``N``) and its last stderr lines, where the pool knows them."""
+
+
+def _own_piece(pending: deque, pieces: Pieces):
+    """The next piece the client may compute itself: a fresh one (lost
+    pieces are queued on the left, fresh ones stay on the right), or None."""
+    return pending.pop() if pending and not pieces.tainted(pending[-1]) else None

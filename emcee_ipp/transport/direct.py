@@ -9,9 +9,15 @@ kernel::
                                          (thread: _direct_engine._connection)
     pool.map <- wait_first: socket <--sig|header|results---------------
 
-Every message is signed with the cluster's session key (``_frames``). Each
-request carries an id; a reply whose id is not awaited (a late reply of an
-interrupted or timed-out call) is dropped, never taken as another's answer.
+Every message is signed with the cluster's session key, and stamped with
+its connection's session id and its number in it (``_frames``): a new
+connection starts with a hello each way, which picks the id (half from
+each side), and each side takes only the next message of that session; it
+hangs up on any other (forged, or replayed from this connection or
+another). A broken connection is reopened (``_reconnect``), as a new
+session. Each request carries an id; a reply whose id is not awaited (a
+late reply of an interrupted or timed-out call) is dropped, never taken as
+another's answer.
 
 The connection is a TCP socket, or, to an engine on the client's own
 machine (Linux), a Unix socket in the abstract namespace: each engine
@@ -130,12 +136,14 @@ class DirectTransport(Transport):
         self._control = control  # an IppTransport, for the set-up calls
         self._retry_at: dict[int, float] = {}  # engine id -> when to try reconnecting
         self._sockets: dict[int, socket.socket] = {}
+        self._sessions: dict[int, _frames.Session] = {}  # engine id -> its connection's session
         self._urls: dict[int, list[str]] = {}  # engine id -> the URLs it serves on
         self.routes: dict[int, str] = {}  # engine id -> the URL its connection uses
         self._by_fd: dict[int, int] = {}  # socket fd -> engine id
         self._prefix = uuid.uuid4().hex[:12]
         self._ids = itertools.count()
         self._awaited: dict[str, tuple[int, float]] = {}  # request id -> (engine id, sent at)
+        self._held: list = []  # (request id, reply) of a map, read by _ping
         self._lost: list[str] = []  # awaited ids whose engine's connection broke
         self._given_up: dict[int, deque] = {}  # engine id -> forgotten request ids, for interrupt()
         # engine id -> forgotten request ids whose (late) reply has not come:
@@ -146,7 +154,7 @@ class DirectTransport(Transport):
         # (a large message, such as a new function's 50 MB, goes out while
         # the others do; see _queue)
         self._outbox: dict[int, list] = {}
-        self.dropped = 0  # late or unauthenticated replies thrown away
+        self.dropped = 0  # late replies thrown away, and refused ones (each hangs up)
         self._cores: dict[int, int] = {}  # engine id -> cores it may use (its pong)
         self._machines: dict[int, str] = {}  # engine id -> its machine (its pong)
         self._spin: dict[int, float] = {}  # engine id -> how long its requests ask it to poll
@@ -183,14 +191,24 @@ class DirectTransport(Transport):
         self._set_spin()
 
     def _connect(self, engine_id: int, timeout: float) -> socket.socket:
-        """Connect to the first of the engine's URLs that answers."""
-        failures = []
+        """Connect to the first of the engine's URLs that answers, and open a
+        session on it (within ``timeout`` s in all)."""
+        failures, end = [], time.monotonic() + timeout
         for url in self._urls[engine_id]:
             try:
-                sock = open_connection(url, timeout)
-                break
+                sock = open_connection(url, max(end - time.monotonic(), 1e-3))
             except (OSError, ValueError) as exc:
                 failures.append(f"{url}: {exc}")
+                continue
+            try:
+                session = self._hello(engine_id, sock, end)
+                break
+            except OSError as exc:
+                sock.close()
+                failures.append(f"{url}: {exc}")
+            except BaseException:
+                sock.close()
+                raise
         else:
             raise ConnectionError("; ".join(failures) or "the engine serves on no URL")
         self.routes[engine_id] = url
@@ -200,9 +218,32 @@ class DirectTransport(Transport):
         # (Sends never block: see _queue.)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(int(IO_TIMEOUT_S), 0))
         self._sockets[engine_id] = sock
+        self._sessions[engine_id] = session
         self._by_fd[sock.fileno()] = engine_id
         self._poller.register(sock, select.POLLIN)
         return sock
+
+    def _hello(self, engine_id: int, sock, end: float) -> _frames.Session:
+        """A new connection's session: the client's hello, then the engine's
+        (blocking, until ``end`` on the monotonic clock)."""
+        session, hello = _frames.hello(self._key)
+        sock.settimeout(max(end - time.monotonic(), 1e-3))
+        _frames.send(sock, hello)
+        sock.settimeout(max(end - time.monotonic(), 1e-3))
+        reply = _frames.recv(sock)
+        if reply is None:
+            raise ConnectionError("the engine hung up instead of answering the hello")
+        try:
+            session.confirm(reply)
+        except _frames.Rejected as exc:
+            self._refused(engine_id, exc)
+            raise ConnectionError(f"the engine's hello was refused: {exc}") from None
+        return session
+
+    def _refused(self, engine_id: int, why) -> None:
+        self.dropped += 1
+        log.warning("emcee_ipp: dropped a message from engine %s on the direct channel, "
+                    "and hung up: %s", engine_id, why)
 
     def _reconnect(self, engine_id: int) -> socket.socket | None:
         """A new connection to an engine whose last one broke (an interrupted
@@ -239,14 +280,19 @@ class DirectTransport(Transport):
         for eid in engine_ids:
             rid = self._send(eid, {"op": "ping"})
             handles[rid] = eid
-        while handles and time.monotonic() < deadline:
-            for rid, reply in self.wait_first(list(handles), deadline - time.monotonic()):
-                eid = handles.pop(rid, None)
-                if eid is None:
-                    continue
-                if isinstance(reply, EngineLost):
-                    raise self._unreachable({eid: self._urls[eid]}, "it hung up")
-                _, self._cores[eid], self._machines[eid] = reply
+        others = []  # a map's replies, read while a new engine is pinged mid-map
+        try:
+            while handles and time.monotonic() < deadline:
+                for rid, reply in self.wait_first(list(handles), deadline - time.monotonic()):
+                    eid = handles.pop(rid, None)
+                    if eid is None:
+                        others.append((rid, reply))
+                        continue
+                    if isinstance(reply, EngineLost):
+                        raise self._unreachable({eid: self._urls[eid]}, "it hung up")
+                    _, self._cores[eid], self._machines[eid] = reply
+        finally:
+            self._held.extend(others)  # the map's next wait_first returns them
         if handles:
             self.forget(list(handles))
             raise self._unreachable({handles[r]: self._urls[handles[r]] for r in handles}, "no reply")
@@ -272,6 +318,7 @@ class DirectTransport(Transport):
     def _hang_up(self, engine_id: int) -> None:
         self._outbox.pop(engine_id, None)
         self._owed.pop(engine_id, None)  # no reply comes on a closed connection
+        self._sessions.pop(engine_id, None)
         sock = self._sockets.pop(engine_id, None)
         if sock is not None:
             del self._by_fd[sock.fileno()]
@@ -326,6 +373,9 @@ class DirectTransport(Transport):
         if self._outbox:
             self._break_stalled()
         got = self._take_lost()
+        if self._held:  # read by _ping
+            got.extend(self._held)
+            self._held.clear()
         if not got and self._replies_quick and self._core_to_spare(handles):
             end = time.perf_counter() + min(CLIENT_SPIN_S, max(timeout, 0.0))
             while not self._poller.poll(0) and time.perf_counter() < end:
@@ -349,16 +399,17 @@ class DirectTransport(Transport):
                 except BaseException:  # Ctrl-C mid-message: the stream is out of step
                     self._connection_broke(eid)
                     raise
-                verified = None if message is None else _frames.unpack(self._key, message)
-                if verified is None:
+                try:
+                    if message is None:  # the engine hung up, or the link broke
+                        raise _frames.Rejected
+                    header, parts = self._sessions[eid].unpack(message)
+                except _frames.Rejected as exc:
                     if message is not None:
-                        self.dropped += 1
-                        log.warning("emcee_ipp: dropped a reply that failed authentication, "
-                                    "and hung up on engine %s", eid)
+                        self._refused(eid, exc)
                     self._connection_broke(eid)
                     got.extend(self._take_lost())
                     continue
-                reply = self._accept(*verified)
+                reply = self._accept(header, parts)
                 if reply is not None:
                     got.append(reply)
             if remaining <= 0:
@@ -391,12 +442,12 @@ class DirectTransport(Transport):
 
     def _send(self, engine_id, header, *parts) -> str:
         rid = f"{self._prefix}-{next(self._ids)}"
-        message = _frames.pack(self._key, {"id": rid, **header}, *parts)
         sock = self._sockets.get(engine_id) or self._reconnect(engine_id)
         self._awaited[rid] = (engine_id, time.perf_counter())
         try:
             if sock is None:
                 raise ConnectionError(f"engine {engine_id}'s connection broke earlier")
+            message = self._sessions[engine_id].pack({"id": rid, **header}, *parts)
             self._queue(engine_id, sock, _frames.framed(message))
         except OSError:
             self._connection_broke(engine_id)  # its reply is lost: rid comes back as EngineLost
