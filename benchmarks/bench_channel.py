@@ -27,9 +27,9 @@ import time
 
 import emcee
 import numpy as np
+from _workloads import lnprob_big, qs, workloads
 from emcee.ensemble import _FunctionWrapper
 
-from _workloads import lnprob_big, qs, workloads
 from emcee_ipp import IPyParallelPool
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

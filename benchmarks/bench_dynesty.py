@@ -33,9 +33,9 @@ import time
 import warnings
 from dataclasses import dataclass
 
+import _workloads  # noqa: F401  (puts this folder on the engines' PYTHONPATH)
 import numpy as np
 
-import _workloads  # noqa: F401  (puts this folder on the engines' PYTHONPATH)
 from emcee_ipp import IPyParallelPool
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

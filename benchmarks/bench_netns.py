@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 os.environ["PYTHONPATH"] = os.pathsep.join([os.path.join(HERE, "..", "tests"), HERE])
 
 import netns  # noqa: E402
+
 from emcee_ipp import IPyParallelPool  # noqa: E402
 from emcee_ipp import _quickstart as qs  # noqa: E402
 

@@ -28,8 +28,8 @@ import time
 
 import emcee
 import numpy as np
-
 from _workloads import sleepy
+
 from emcee_ipp import IPyParallelPool
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

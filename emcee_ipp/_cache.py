@@ -52,7 +52,7 @@ class FunctionCache:
     def __init__(self, max_entries: int = MAX_ENTRIES, dumps=None):
         self.max_entries = max_entries
         self._dumps = dumps or Shipper(False, lambda names: ()).dumps
-        self._entries: "OrderedDict[tuple, CacheEntry]" = OrderedDict()
+        self._entries: OrderedDict[tuple, CacheEntry] = OrderedDict()
         self._last: CacheEntry | None = None  # the entry the last get returned
 
     def __len__(self) -> int:

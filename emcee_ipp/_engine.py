@@ -42,10 +42,10 @@ from ._wire import OBJECTS, PICKLED, Packed, pack_results, pickle_results
 
 # Functions deserialized on this engine, by the token the client gave them.
 # Bounded like the client's cache (MAX_ENTRIES), least recently used first.
-_CACHE: "OrderedDict[str, object]" = OrderedDict()
+_CACHE: OrderedDict[str, object] = OrderedDict()
 # Functions and classes found in map items (``_shipping``), by token; more
 # than one pool's worth (MAX_OBJECTS), least recently used first.
-_OBJECTS: "OrderedDict[str, object]" = OrderedDict()
+_OBJECTS: OrderedDict[str, object] = OrderedDict()
 MAX_ENGINE_OBJECTS = 4 * MAX_OBJECTS
 _INITIALIZED: set = set()  # keys of pool initializers already run here
 LOAD_FAILED = -1  # the "item index" of an error raised loading the function

@@ -34,7 +34,8 @@ import sys
 import sysconfig
 import types
 import uuid
-from typing import Callable, Iterable
+from collections.abc import Iterable
+from typing import Callable
 
 import cloudpickle
 from cloudpickle import cloudpickle as _cp

@@ -14,7 +14,8 @@ otherwise as a list, so that the client rebuilds exactly what the built-in
 from __future__ import annotations
 
 import pickle
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -24,7 +24,8 @@ import time
 import uuid
 import weakref
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -349,7 +350,7 @@ class IPyParallelPool:
         if self._stream is not None:
             self._stream.drain()
 
-    def _start(self, func, items, chunksize) -> "_Run":
+    def _start(self, func, items, chunksize) -> _Run:
         """Choose a map's chunks and engines; send new paths first (owned cluster)."""
         if chunksize is not None and (
             isinstance(chunksize, bool) or not isinstance(chunksize, numbers.Integral) or chunksize < 1
@@ -706,7 +707,7 @@ class IPyParallelPool:
     def join(self) -> None:
         """Return at once: every map call has finished when it returns."""
 
-    def __enter__(self) -> "IPyParallelPool":
+    def __enter__(self) -> IPyParallelPool:
         return self
 
     def __exit__(self, *exc_info) -> None:

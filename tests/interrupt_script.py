@@ -9,11 +9,10 @@ import signal
 import sys
 import time
 
+import emcee
+import helpers
 import numpy as np
 
-import emcee
-
-import helpers
 from emcee_ipp import IPyParallelPool, run_split
 
 # A process started in the background by a shell without job control (as a

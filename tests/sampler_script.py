@@ -18,8 +18,8 @@ import multiprocessing
 import sys
 
 import numpy as np
-
 import sampler_models
+
 from emcee_ipp import IPyParallelPool
 
 

@@ -25,9 +25,9 @@ import sys
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # no threads across fork
 
 import emcee  # noqa: E402
+import helpers  # noqa: E402
 import numpy as np  # noqa: E402
 
-import helpers  # noqa: E402
 from emcee_ipp import _ensemble, _store  # noqa: E402
 
 NWALKERS, NDIM = 8, 2

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import gc
 
+import helpers
 import numpy as np
 
-import helpers
 from emcee_ipp import _engine
 from emcee_ipp._cache import MAX_ENTRIES, FunctionCache
 from emcee_ipp._logprob import LogProb, portable

@@ -1,13 +1,19 @@
 """The chunk-count policy: on its own (pure client-side arithmetic), and
 what the pool tells it."""
+import helpers
 import numpy as np
 import pytest
 
-import helpers
 from emcee_ipp._chunking import (
-    EXPLORE_EVERY, EXPLORE_RATIO, MARGIN, MAX_BLOCK, MAX_EXPLORE_EVERY, PROBE_BLOCKS,
+    EXPLORE_EVERY,
+    EXPLORE_RATIO,
+    MARGIN,
+    MAX_BLOCK,
+    MAX_EXPLORE_EVERY,
+    PROBE_BLOCKS,
     SETTLE_S,
-    ChunkPolicy, _Probe,
+    ChunkPolicy,
+    _Probe,
 )
 from emcee_ipp.transport.direct import ENGINE_SPIN_S
 

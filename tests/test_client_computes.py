@@ -9,10 +9,10 @@ from __future__ import annotations
 import functools
 import os
 
+import helpers
 import numpy as np
 import pytest
 
-import helpers
 from emcee_ipp import IPyParallelPool, MapTimeoutError, RemoteLogProbError
 from emcee_ipp import _quickstart as qs
 from emcee_ipp._chunking import ChunkPolicy

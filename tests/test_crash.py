@@ -14,10 +14,9 @@ import sys
 import textwrap
 import time
 
+import helpers
 import numpy as np
 import pytest
-
-import helpers
 
 from emcee_ipp import EngineCrashError, IPyParallelPool, RemoteLogProbError
 

@@ -7,15 +7,14 @@ import sys
 import threading
 import time
 
+import helpers
 import numpy as np
 import pytest
 
-import helpers
 from emcee_ipp import IPyParallelPool, MapTimeoutError, RemoteLogProbError
 from emcee_ipp.transport import DirectUnavailable, _frames
 from emcee_ipp.transport.base import EngineLost
 from emcee_ipp.transport.direct import open_connection
-
 
 CLOSED = "closed"  # what _outcome returns when the engine hung up
 

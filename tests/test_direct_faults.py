@@ -18,14 +18,14 @@ import struct
 import threading
 import time
 
+import helpers
 import numpy as np
 import pytest
+from test_direct import CLOSED, outcome
 
-import helpers
 from emcee_ipp import IPyParallelPool
 from emcee_ipp.transport import _frames
 from emcee_ipp.transport.direct import RECONNECT_EVERY_S, open_connection
-from test_direct import CLOSED, outcome
 
 _LENGTH = struct.Struct("<Q")  # the length before each message (_frames)
 

@@ -16,10 +16,10 @@ import shutil
 import subprocess
 import sys
 
+import helpers
 import numpy as np
 import pytest
 
-import helpers
 from emcee_ipp import EngineSetupError, IPyParallelPool, RemoteLogProbError, _shipping
 
 HERE = pathlib.Path(__file__).parent

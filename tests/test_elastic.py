@@ -1,9 +1,9 @@
 """Engines joining and leaving while a run goes on."""
 from __future__ import annotations
 
+import helpers
 import pytest
 
-import helpers
 from emcee_ipp import IPyParallelPool
 
 

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import emcee
+import helpers
 import numpy as np
 import pytest
-
-import helpers
-from emcee_ipp import _quickstart as qs
 from helpers import assert_chain_matches_serial, assert_identical, run_chain
+
+from emcee_ipp import _quickstart as qs
 
 
 def test_quickstart_identical(pool):

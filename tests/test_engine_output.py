@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 import helpers
+import pytest
 
 
 def _count_handoffs_and_print(text: str) -> tuple[str, int, int]:

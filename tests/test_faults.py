@@ -11,10 +11,10 @@ import threading
 import time
 
 import emcee
+import helpers
 import numpy as np
 import pytest
 
-import helpers
 from emcee_ipp import IPyParallelPool, MapTimeoutError, NoEnginesError
 from emcee_ipp.transport import direct
 from emcee_ipp.transport.base import EngineLost

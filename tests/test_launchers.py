@@ -9,10 +9,10 @@ import os
 import shutil
 
 import emcee
+import helpers
 import numpy as np
 import pytest
 
-import helpers
 from emcee_ipp import IPyParallelPool, run_split
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import os
 import re
 
+import helpers
 import numpy as np
 import pytest
 
-import helpers
 from emcee_ipp import (
     ClusterNotFoundError,
     EngineSetupError,

@@ -1,10 +1,10 @@
 """The pool's map against the built-in map, on the same inputs."""
 from __future__ import annotations
 
+import helpers
 import numpy as np
 import pytest
 
-import helpers
 from emcee_ipp import RemoteLogProbError
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 
 import emcee
+import helpers
+import netns
 import numpy as np
 import pytest
 
-import helpers
-import netns
 from emcee_ipp import IPyParallelPool, NoEnginesError, run_split
 
 HOSTS = 2

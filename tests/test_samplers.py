@@ -33,7 +33,6 @@ import sys
 
 import numpy as np
 import pytest
-
 import sampler_models as models
 
 HERE = pathlib.Path(__file__).parent

@@ -2,21 +2,27 @@
 from __future__ import annotations
 
 import copy
-import re
 import os
+import re
 import shutil
 import signal
 import time
 
 import emcee
+import helpers
 import numpy as np
 import pytest
 
-import helpers
-from emcee_ipp import EmceeIppError, EngineCrashError, IPyParallelPool, SplitResult, run_split
-from emcee_ipp import _ensemble
-from emcee_ipp import split as split_module
+from emcee_ipp import (
+    EmceeIppError,
+    EngineCrashError,
+    IPyParallelPool,
+    SplitResult,
+    _ensemble,
+    run_split,
+)
 from emcee_ipp import _quickstart as qs
+from emcee_ipp import split as split_module
 
 NWALKERS, NDIM = 16, 3
 

@@ -20,7 +20,6 @@ import sys
 import emcee
 import numpy as np
 import pytest
-
 import split_crash_script as script
 
 HERE = pathlib.Path(__file__).resolve().parent

@@ -41,8 +41,8 @@ import uuid
 from urllib.parse import urlparse
 
 from .. import _engine
-from .._host import machine_id, usable_cores
 from .._cache import MAX_ENTRIES
+from .._host import machine_id, usable_cores
 from . import _frames
 
 log = logging.getLogger("emcee_ipp.direct")

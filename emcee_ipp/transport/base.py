@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Any, Callable, Iterator, Protocol
+from collections.abc import Iterator
+from typing import Any, Callable, Protocol
 
 from ..exceptions import MapTimeoutError, NoEnginesError
 from ._pieces import FAILED, Pieces

@@ -33,7 +33,6 @@ from .._cache import MAX_ENTRIES
 from . import _ipp_engine, _mux
 from .base import EngineLost, Transport
 
-
 # ipyparallel ships a plain function by value (its code object, pickled again
 # on every call and rebuilt on the engine); a partial pickles it by reference,
 # "emcee_ipp._engine.evaluate", and PrePickled does that once for all calls.

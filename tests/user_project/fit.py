@@ -8,9 +8,9 @@ import sys
 
 import emcee
 import numpy as np
+from mymodel import Prior, log_prob
 
 from emcee_ipp import IPyParallelPool
-from mymodel import Prior, log_prob
 
 
 def transformed_sum(item):
