@@ -16,6 +16,7 @@ method's function and instance) and hold a strong reference to each, so an
 ...``) is pickled again; args changed in place are not seen (the README's
 "Known limits": ``pool.clear_cache()``).
 """
+
 from __future__ import annotations
 
 import uuid

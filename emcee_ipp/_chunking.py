@@ -35,6 +35,7 @@ cheapest maps, whose blocks are longest, within a second or so). Any split
 gives the same results in the same order: the choice changes speed, never
 the chain.
 """
+
 from __future__ import annotations
 
 import math
@@ -149,8 +150,9 @@ class ChunkPolicy:
             self._end_round()
         return self.current
 
-    def record(self, n_items: int, n_chunks: int, wall_s: float, compute_s: float,
-               slack_s: float) -> None:
+    def record(
+        self, n_items: int, n_chunks: int, wall_s: float, compute_s: float, slack_s: float
+    ) -> None:
         """Learn from one finished map of ``n_items`` split into ``n_chunks``.
 
         ``wall_s`` is its cycle time (the pool measures from its start to the

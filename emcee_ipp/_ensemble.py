@@ -13,6 +13,7 @@ progress as it goes, and returns the arrays::
          <- data_message {"steps": k}           every PROGRESS_S while sampling
          <- dict of arrays                      chain, log_prob, blobs, accepted, ...
 """
+
 from __future__ import annotations
 
 import os
@@ -55,8 +56,7 @@ def open_backend(path: str):
         from ._store import EnsembleStore
     except ImportError as exc:
         raise ImportError(
-            "run_split(backend_dir=...) needs h5py on the engines: "
-            "pip install 'emcee_ipp[hdf5]'"
+            "run_split(backend_dir=...) needs h5py on the engines: pip install 'emcee_ipp[hdf5]'"
         ) from exc
     return EnsembleStore(path)
 
@@ -71,10 +71,16 @@ def run_ensemble(
         if not resuming:
             backend.reset(recipe["nwalkers"], recipe["ndim"])
         sampler = emcee.EnsembleSampler(
-            recipe["nwalkers"], recipe["ndim"], recipe["log_prob_fn"],
-            args=recipe["args"], kwargs=recipe["kwargs"], moves=recipe["moves"],
-            blobs_dtype=recipe["blobs_dtype"], vectorize=recipe["vectorize"],
-            parameter_names=recipe["parameter_names"], backend=backend,
+            recipe["nwalkers"],
+            recipe["ndim"],
+            recipe["log_prob_fn"],
+            args=recipe["args"],
+            kwargs=recipe["kwargs"],
+            moves=recipe["moves"],
+            blobs_dtype=recipe["blobs_dtype"],
+            vectorize=recipe["vectorize"],
+            parameter_names=recipe["parameter_names"],
+            backend=backend,
         )
         if resuming:
             state = backend.get_last_sample()  # carries the stored random state

@@ -20,6 +20,7 @@ multiprocessing worker) keeps the pipe open after the owner is gone.
 
 This file imports only the standard library, so the reaper starts in ~30 ms.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,14 @@ class Reaper:
     def __init__(self, token: str):
         self.token = token
         self._proc = subprocess.Popen(
-            [sys.executable, "-I", os.path.abspath(__file__), token, str(os.getpid()),
-             str(_start_time(os.getpid()))],
+            [
+                sys.executable,
+                "-I",
+                os.path.abspath(__file__),
+                token,
+                str(os.getpid()),
+                str(_start_time(os.getpid())),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

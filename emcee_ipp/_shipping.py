@@ -22,6 +22,7 @@ only while this module pickles), so engines on other hosts need no copy of
 it; each such module is logged once. A module from site-packages is never
 shipped: an engine that lacks it says so (``EngineSetupError``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -68,14 +69,22 @@ class _Pickler(cloudpickle.Pickler):
     def _dynamic_function_reduce(self, func):
         reduced = super()._dynamic_function_reduce(func)
         module = getattr(func, "__module__", None)
-        if not isinstance(module, str) or getattr(sys.modules.get(module), "__dict__", None) \
-                is not func.__globals__:
+        if (
+            not isinstance(module, str)
+            or getattr(sys.modules.get(module), "__dict__", None) is not func.__globals__
+        ):
             return reduced  # not a module's function (exec'd code, say): as cloudpickle does
         make, (code, base, *rest), (attributes, slots), *_ = reduced
         slots[_namespaces.VERSIONS_KEY] = _VERSIONS.stamp(module, slots["__globals__"])
         namespace = (_namespaces.shared, (CLIENT_TOKEN, module, base))
-        return make, (code, _Call(*namespace), *rest), (attributes, slots), None, None, \
-            _namespaces.set_state
+        return (
+            make,
+            (code, _Call(*namespace), *rest),
+            (attributes, slots),
+            None,
+            None,
+            _namespaces.set_state,
+        )
 
     def reducer_override(self, obj):
         reduced = super().reducer_override(obj)
@@ -199,7 +208,8 @@ class Shipper:
         """Register the pool's by-value modules with cloudpickle while it pickles
         (and only those not registered already, which stay registered)."""
         added = [
-            sys.modules[name] for name in self.by_value
+            sys.modules[name]
+            for name in self.by_value
             if name in sys.modules and name not in _cp._PICKLE_BY_VALUE_MODULES
         ]
         for module in added:
@@ -216,7 +226,8 @@ class Shipper:
         if not self.auto:
             return False
         unknown = sorted(
-            name for name in named
+            name
+            for name in named
             if name not in self._importable and name not in self.by_value and is_user_module(name)
         )
         if not unknown:
@@ -226,7 +237,9 @@ class Shipper:
         for name in sorted(missing):
             log.info(
                 "emcee_ipp: the engines cannot import %r (%s); its functions and classes "
-                "are sent by value", name, getattr(sys.modules.get(name), "__file__", "?"),
+                "are sent by value",
+                name,
+                getattr(sys.modules.get(name), "__file__", "?"),
             )
         self.by_value.update(missing)
         if missing:

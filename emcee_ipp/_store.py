@@ -31,6 +31,7 @@ file every step) takes about 3 ms; twice the disk space. It guards against
 the process dying (SIGKILL, a segfault, the OOM killer), not against the
 machine losing power: nothing is fsync'ed.
 """
+
 from __future__ import annotations
 
 import os

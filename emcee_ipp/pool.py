@@ -11,6 +11,7 @@ Runs on the client. A map call travels::
       <- transport.wait                             replies in engine order
       <- _wire.unpack_results                       the list built-in map gives
 """
+
 from __future__ import annotations
 
 import functools
@@ -289,7 +290,9 @@ class IPyParallelPool:
             callback(results)
         return results
 
-    def starmap(self, func: Callable[..., Any], iterable: Iterable, chunksize: int | None = None) -> list:
+    def starmap(
+        self, func: Callable[..., Any], iterable: Iterable, chunksize: int | None = None
+    ) -> list:
         """``[func(*args) for args in iterable]``, evaluated on the engines
         (``multiprocessing.Pool.starmap``)."""
         return self.map(Starred(func), iterable, chunksize)
@@ -307,8 +310,9 @@ class IPyParallelPool:
         self._check_open()
         return self._iterate(func, iterable, chunksize, ordered=True)
 
-    def imap_unordered(self, func: Callable[[Any], Any], iterable: Iterable,
-                       chunksize: int = 1) -> Iterator:
+    def imap_unordered(
+        self, func: Callable[[Any], Any], iterable: Iterable, chunksize: int = 1
+    ) -> Iterator:
         """Like :meth:`imap`, but each chunk's results as soon as that chunk
         is done, in any order (``multiprocessing.Pool.imap_unordered``)."""
         self._check_open()
@@ -353,7 +357,9 @@ class IPyParallelPool:
     def _start(self, func, items, chunksize) -> _Run:
         """Choose a map's chunks and engines; send new paths first (owned cluster)."""
         if chunksize is not None and (
-            isinstance(chunksize, bool) or not isinstance(chunksize, numbers.Integral) or chunksize < 1
+            isinstance(chunksize, bool)
+            or not isinstance(chunksize, numbers.Integral)
+            or chunksize < 1
         ):
             raise ValueError(f"chunksize={chunksize!r}: give a positive number of items, or None.")
         self._sync_paths()
@@ -457,8 +463,11 @@ class IPyParallelPool:
         pid = self.engine_pids.pop(engine_id, None)
         self._gone_pids[engine_id] = pid  # (its death, for an error naming it later)
         if self._owned is not None and pid in self._owned.pids():
-            log.warning("emcee_ipp: local engine %s (pid %s) stopped answering; "
-                        "replacing it", engine_id, pid)
+            log.warning(
+                "emcee_ipp: local engine %s (pid %s) stopped answering; replacing it",
+                engine_id,
+                pid,
+            )
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:  # it ended meanwhile
@@ -566,13 +575,16 @@ class IPyParallelPool:
         if owned and self._paths_sent is None:
             self._paths_sent = self._paths()
         paths = self._paths_sent  # the others' (_sync_paths keeps them current)
-        pids = self._on_engines(engine_ids, "the set-up call", _engine.setup, None, None, owned, paths)
+        pids = self._on_engines(
+            engine_ids, "the set-up call", _engine.setup, None, None, owned, paths
+        )
         self.engine_pids.update(zip(engine_ids, pids))
         if self._initializer is not None:
             if self._init_payload is None:  # after the paths: it may ask the engines
                 self._init_payload = self._shipper.dumps(self._initializer, "the initializer")
-            self._on_engines(engine_ids, "the initializer", _engine.setup,
-                             self._init_key, self._init_payload)
+            self._on_engines(
+                engine_ids, "the initializer", _engine.setup, self._init_key, self._init_payload
+            )
         for eid in engine_ids:
             self._transport.add_engines([eid], self._setup_timeout())
             self._ready.add(eid)
@@ -678,9 +690,7 @@ class IPyParallelPool:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise PoolClosedError(
-                "pool is closed: create a new IPyParallelPool to run more work."
-            )
+            raise PoolClosedError("pool is closed: create a new IPyParallelPool to run more work.")
 
     def close(self) -> None:
         """Stop the pool; stop its cluster if the pool started it. Idempotent;
@@ -742,9 +752,7 @@ def _check_args(n, client, cluster, profile, cluster_id, initializer) -> None:
     if profile is not None or cluster_id is not None:
         given.append("profile/cluster_id")
     if len(given) > 1:
-        raise ValueError(
-            f"got {' and '.join(given)}: pass only one way to reach a cluster."
-        )
+        raise ValueError(f"got {' and '.join(given)}: pass only one way to reach a cluster.")
     if initializer is not None and not callable(initializer):
         raise TypeError(f"initializer={initializer!r} is not callable.")
 
@@ -755,8 +763,7 @@ def _seconds(name: str, value, none_ok: bool = True) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
         raise ValueError(
-            f"{name}={value!r}: give a positive number of seconds"
-            f"{', or None' if none_ok else ''}."
+            f"{name}={value!r}: give a positive number of seconds{', or None' if none_ok else ''}."
         )
     return float(value)
 

@@ -5,6 +5,7 @@ Runs on the client. Each ensemble's arrays fill an in-memory
 side along the walker axis, so ``get_chain`` and the rest come from emcee's
 own code and downstream scripts work unchanged.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

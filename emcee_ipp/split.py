@@ -14,6 +14,7 @@ to engines as they become free::
                                                 from its start (same stream)
       <- result.SplitResult                     ensembles side by side
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -118,19 +119,30 @@ def run_split(
         _write_manifest(backend_dir, starts, rng_states)
     target = max(done) + nsteps
     if min(done) < max(done):
-        log.info("run_split: the saved ensembles hold %d to %d steps; each now runs to %d",
-                 min(done), max(done), target)
+        log.info(
+            "run_split: the saved ensembles hold %d to %d steps; each now runs to %d",
+            min(done),
+            max(done),
+            target,
+        )
     tasks = [(starts[i], rng_states[i], target, paths[i] if paths else None) for i in range(n)]
     pool._sync_paths()  # noqa: SLF001 (a notebook's sys.path.append reaches the engines)
     recipe = _ensemble.sampler_recipe(
-        sampler, lambda obj: pool._shipper.dumps(obj, "the sampler")  # noqa: SLF001
+        sampler,
+        lambda obj: pool._shipper.dumps(obj, "the sampler"),  # noqa: SLF001
     )
     scheduler = _Scheduler(pool, recipe, tasks, done, progress)
     arrays, engines = scheduler.run()
     ensembles = [
-        EnsembleResult(i, engines[i], seeds[i], backend_from_arrays(arrays[i]),
-                       paths[i] if paths else None, restarts=scheduler.attempts[i] - 1,
-                       resumed_from=arrays[i]["resumed_from"])
+        EnsembleResult(
+            i,
+            engines[i],
+            seeds[i],
+            backend_from_arrays(arrays[i]),
+            paths[i] if paths else None,
+            restarts=scheduler.attempts[i] - 1,
+            resumed_from=arrays[i]["resumed_from"],
+        )
         for i in range(n)
     ]
     names = sampler.parameter_names if sampler.params_are_named else None
@@ -165,13 +177,17 @@ class _Scheduler:
                         i = queue.popleft()
                         self.attempts[i] += 1
                         ar = self.pool._control.call(  # noqa: SLF001
-                            eid, _ensemble.run_ensemble, self.recipe, *self.tasks[i],
+                            eid,
+                            _ensemble.run_ensemble,
+                            self.recipe,
+                            *self.tasks[i],
                             self.bar is not None,
                         )
                         running[eid] = (i, ar)
                 # Wake at once when a task ends, else now and then for progress.
                 concurrent.futures.wait(
-                    [ar for _, ar in running.values()], timeout=POLL_S,
+                    [ar for _, ar in running.values()],
+                    timeout=POLL_S,
                     return_when=concurrent.futures.FIRST_COMPLETED,
                 )
                 for eid, (i, ar) in list(running.items()):
@@ -336,7 +352,11 @@ def _saved_run(backend_dir, n_ensembles, sampler):
                 f"{path} holds no step, and {backend_dir!r} has no {MANIFEST} with its "
                 "start (a run from an older emcee_ipp): start a new run with an initial_state."
             )
-    if saved is not None and len(saved[0]) and saved[0][0].shape != (sampler.nwalkers, sampler.ndim):
+    if (
+        saved is not None
+        and len(saved[0])
+        and saved[0][0].shape != (sampler.nwalkers, sampler.ndim)
+    ):
         raise ValueError(
             f"{os.path.join(backend_dir, MANIFEST)} holds starts of shape {saved[0][0].shape}, "
             f"the sampler has {(sampler.nwalkers, sampler.ndim)}; use a matching sampler."

@@ -4,6 +4,7 @@ Starts a pool, prints "ready", runs a map (or, with "split", a run_split)
 whose log-prob hangs, and reports as JSON when KeyboardInterrupt arrived and
 whether the next map is correct.
 """
+
 import json
 import signal
 import sys

@@ -7,6 +7,7 @@ arrives on stdin, so the test can see the cluster alive first), or ``gc``
 finalizer can have stopped the cluster), or ``close-interrupted`` (Ctrl-C
 0.1 s into close(), then close() again, then sleeps).
 """
+
 import gc
 import json
 import sys

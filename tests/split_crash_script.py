@@ -15,6 +15,7 @@ its file for STEPS_A steps, then resume it to STEPS_B (emcee_ipp._store's
 Each run is a fork of this single-threaded process (the imports are paid
 once). Prints one JSON line, {N: how the run ended}.
 """
+
 from __future__ import annotations
 
 import json

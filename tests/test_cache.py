@@ -1,4 +1,5 @@
 """Per-engine caching: pickled once, never stale, bounded, clearable."""
+
 from __future__ import annotations
 
 import gc

@@ -9,6 +9,7 @@ message again, repeat the engine's next reply, cut the link (a network
 blip), or refuse connections. The pool is a pool of its own on the
 session cluster's engines, so its connections and state are this test's.
 """
+
 from __future__ import annotations
 
 import logging
@@ -90,10 +91,12 @@ class Relay:
             self.links.append((client, engine))
             self.sent.append([])
             self.closed_by.append("")
-            threading.Thread(target=self._pump, args=(index, client, engine, "client"),
-                             daemon=True).start()
-            threading.Thread(target=self._pump, args=(index, engine, client, "engine"),
-                             daemon=True).start()
+            threading.Thread(
+                target=self._pump, args=(index, client, engine, "client"), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pump, args=(index, engine, client, "engine"), daemon=True
+            ).start()
 
     def _pump(self, index: int, source, sink, side: str) -> None:
         try:

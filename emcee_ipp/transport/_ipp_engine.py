@@ -17,6 +17,7 @@ wait for the idle status, still get theirs. The kernel's method is wrapped
 on any cluster, the user's too, and stays wrapped after the pool closes
 (it only ever drops the status of the sessions it was given).
 """
+
 from __future__ import annotations
 
 from .. import _engine

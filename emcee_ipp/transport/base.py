@@ -7,6 +7,7 @@ transport shares: handing chunks to engines as they become free, sending the
 function's bytes to engines that lack them, and giving a lost engine's chunk
 to another engine.
 """
+
 from __future__ import annotations
 
 import time
@@ -38,8 +39,9 @@ class Transport(ABC):
     abandoned: tuple = ()
 
     @abstractmethod
-    def submit(self, engine_id: int, token: str, payload: bytes | None, chunk,
-               objects: list = ()) -> Any:
+    def submit(
+        self, engine_id: int, token: str, payload: bytes | None, chunk, objects: list = ()
+    ) -> Any:
         """Start ``_engine.evaluate(token, payload, chunk, ..., objects)`` on one
         engine; return a handle. ``chunk`` is a float64 array or a
         ``_wire.Packed``; ``objects`` the ``(token, bytes)`` of cached objects
@@ -82,13 +84,16 @@ class Transport(ABC):
     def close(self) -> None:
         """Release what the transport holds (sockets, views)."""
 
-    def run_map(self, entry, items, bounds, engines, timeout, roster, local=None, encode=None) -> list:
+    def run_map(
+        self, entry, items, bounds, engines, timeout, roster, local=None, encode=None
+    ) -> list:
         """Evaluate every chunk; return ``(engine_id, reply)`` per chunk, in
         chunk order (:meth:`iter_map`'s replies; after an error reply, None
         for the chunks not finished)."""
         replies: list = [None] * len(bounds)
-        for i, eid, reply in self.iter_map(entry, items, bounds, engines, timeout, roster,
-                                           local, encode):
+        for i, eid, reply in self.iter_map(
+            entry, items, bounds, engines, timeout, roster, local, encode
+        ):
             replies[i] = (eid, reply)
         return replies
 
@@ -147,11 +152,16 @@ class Transport(ABC):
                     mine = _own_piece(pending, pieces) if not inflight else None
                     wake = 0.0  # collect what finished meanwhile, then go on
                 else:
-                    wake = WAKE_S if deadline is None else min(
-                        WAKE_S, max(0.0, deadline - time.monotonic()))
+                    wake = (
+                        WAKE_S
+                        if deadline is None
+                        else min(WAKE_S, max(0.0, deadline - time.monotonic()))
+                    )
                 done = self.wait_first(list(inflight), wake) if inflight else []
                 for handle, reply in done:
-                    if handle not in inflight:  # sent by a map interrupted before it held the handle
+                    if (
+                        handle not in inflight
+                    ):  # sent by a map interrupted before it held the handle
                         continue
                     p, eid = inflight.pop(handle)
                     if isinstance(reply, EngineLost):
@@ -173,11 +183,15 @@ class Transport(ABC):
                             idle.append(eid)
                 if done and pending and not idle:
                     self._recruit(inflight, idle, roster.live(), lost)
-                elif not done and (local is None or inflight or not pending
-                                   or pieces.tainted(pending[-1])):
+                elif not done and (
+                    local is None or inflight or not pending or pieces.tainted(pending[-1])
+                ):
                     # (with nothing in flight, the client finishes the map itself)
-                    finished.extend(self._check(inflight, idle, pending, roster, deadline,
-                                                timeout, lost, pieces))
+                    finished.extend(
+                        self._check(
+                            inflight, idle, pending, roster, deadline, timeout, lost, pieces
+                        )
+                    )
                 if local is not None and mine is None and pending and not idle:
                     mine = _own_piece(pending, pieces)  # every engine is busy: the client takes one
                 if finished:
@@ -192,7 +206,9 @@ class Transport(ABC):
                     if deadline is not None:  # the consumer's time is not the map's
                         deadline += time.monotonic() - held_at
         finally:
-            self.abandoned = tuple(sorted({eid for _, eid in inflight.values()})) if inflight else ()
+            self.abandoned = (
+                tuple(sorted({eid for _, eid in inflight.values()})) if inflight else ()
+            )
             if inflight:
                 self.forget(list(inflight))
 
@@ -244,7 +260,8 @@ class Transport(ABC):
                 f" Engines {held} were still running a chunk an earlier map gave up: "
                 "a log-prob blocked in C code (a sleep, I/O, a C extension) cannot "
                 "be interrupted on the direct channel until it returns."
-                if held else ""
+                if held
+                else ""
             )
             raise MapTimeoutError(
                 f"map did not finish within timeout={timeout} s; engines {busy} "

@@ -20,6 +20,7 @@ tunnelled over SSH sends through its own sockets instead
 (``Client.send_apply_request``, a future per chunk). Set-up calls
 (:meth:`IppTransport.call`) use a view.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -81,7 +82,9 @@ class IppTransport(Transport):
             return self._mux.send(ident, _EVALUATE_QUIETLY, args)
         return self._client.send_apply_request(
             self._view(engine_id)._socket,  # noqa: SLF001 (the view's own mux socket)
-            _EVALUATE, args, ident=ident,
+            _EVALUATE,
+            args,
+            ident=ident,
         )
 
     def wait_first(self, handles, timeout):

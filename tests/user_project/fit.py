@@ -3,6 +3,7 @@
 It imports its model from the module beside it, as scripts do, and checks
 that the pool gives what serial code gives. Prints one JSON line.
 """
+
 import json
 import sys
 

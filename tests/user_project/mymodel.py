@@ -1,4 +1,5 @@
 """A user's model module, beside the script that imports it (not installed)."""
+
 import numpy as np
 import units  # another module of the user's, beside this one
 
