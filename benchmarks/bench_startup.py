@@ -82,9 +82,8 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     for k, v in times.items():
         print(f"{k:<34} median {med[k]:.2f} s  (all: {', '.join(f'{t:.2f}' for t in v)})")
-    print(
-        f"ratio IPyParallelPool / stock: {med['IPyParallelPool'] / med['stock ipyparallel.Cluster']:.2f}"
-    )
+    ratio = med["IPyParallelPool"] / med["stock ipyparallel.Cluster"]
+    print(f"ratio IPyParallelPool / stock: {ratio:.2f}")
     print(
         f"engine RSS after the first emcee step: median {statistics.median(rss):.0f} MB "
         f"({min(rss):.0f}-{max(rss):.0f})"

@@ -41,7 +41,8 @@ def sampler_recipe(sampler, dumps=cloudpickle.dumps) -> bytes:
         log_prob_fn=wrapper.f,
         args=wrapper.args,
         kwargs=wrapper.kwargs,
-        moves=list(zip(sampler._moves, sampler._weights)),
+        # emcee keeps the moves and their weights private, with no accessor
+        moves=list(zip(sampler._moves, sampler._weights)),  # noqa: SLF001
         blobs_dtype=sampler.blobs_dtype,
         vectorize=sampler.vectorize,
         parameter_names=sampler.parameter_names if sampler.params_are_named else None,

@@ -75,7 +75,7 @@ class Keeper:
         still register."""
         if self.gave_up:
             return False
-        if self._replacing or not all(_running(l) for l in list(self._launchers.values())):
+        if self._replacing or not all(_running(x) for x in list(self._launchers.values())):
             return True  # (a connection can break before the keeper's next look)
         return bool(self._started) and time.monotonic() - self._started[-1] < self._timeout
 

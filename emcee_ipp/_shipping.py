@@ -125,8 +125,10 @@ class _ItemPickler(_Pickler):
         if kind is types.FunctionType or isinstance(obj, type):
             known = self._by_value.get(id(obj))
             if known is None or known[0] is not obj:
-                # __main__'s, a lambda, shipped modules': by value
-                known = self._by_value[id(obj)] = (obj, not _cp._should_pickle_by_reference(obj))
+                # __main__'s, a lambda, shipped modules': by value (cloudpickle's
+                # own test; it has no public one)
+                by_ref = _cp._should_pickle_by_reference(obj)  # noqa: SLF001
+                known = self._by_value[id(obj)] = (obj, not by_ref)
             if known[1]:
                 entry = self._objects.get(obj)
                 self._used[entry.token] = entry
@@ -161,7 +163,7 @@ class Shipper:
         """``obj`` cloudpickled, with the user modules the engines lack by value."""
         for _ in range(_MAX_ROUNDS):
             named: set = set()
-            data = self._pickle(lambda f: _Pickler(f, named).dump(obj), obj, what)
+            data = self._pickle(lambda f, named=named: _Pickler(f, named).dump(obj), obj, what)
             if not self._ship_missing(named):
                 return data
         return data
@@ -176,7 +178,7 @@ class Shipper:
             named: set = set()
             used: dict = {}
 
-            def dump(f):
+            def dump(f, named=named, used=used):
                 if len(self._by_value_memo) > _MAX_MEMO:
                     self._by_value_memo.clear()
                 pickler = _ItemPickler(f, named, objects, used, self._by_value_memo)
@@ -210,7 +212,8 @@ class Shipper:
         added = [
             sys.modules[name]
             for name in self.by_value
-            if name in sys.modules and name not in _cp._PICKLE_BY_VALUE_MODULES
+            # cloudpickle's registry: no public way to ask what is registered
+            if name in sys.modules and name not in _cp._PICKLE_BY_VALUE_MODULES  # noqa: SLF001
         ]
         for module in added:
             cloudpickle.register_pickle_by_value(module)
@@ -218,7 +221,7 @@ class Shipper:
             yield
         finally:
             for module in added:
-                _cp._PICKLE_BY_VALUE_MODULES.discard(module.__name__)
+                _cp._PICKLE_BY_VALUE_MODULES.discard(module.__name__)  # noqa: SLF001
 
     def _ship_missing(self, named: set) -> bool:
         """Decide, for the user modules a pickle named, whether the engines

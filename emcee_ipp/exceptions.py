@@ -132,7 +132,10 @@ class EngineCrashError(RemoteLogProbError):
         self.ensemble = ensemble
         how = describe_exit(exitcode)
         if ensemble is None:
-            what = f"the walker with parameters {params!r} killed its engine ({how}), on a retry alone too"
+            what = (
+                f"the walker with parameters {params!r} killed its engine ({how}), "
+                "on a retry alone too"
+            )
             after = ""
         else:
             what = f"ensemble {ensemble} killed its engine ({how}) on every attempt"

@@ -9,7 +9,6 @@ own code and downstream scripts work unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import emcee
 import numpy as np
@@ -43,7 +42,7 @@ class EnsembleResult:
     engine_id: int
     seed: np.random.SeedSequence
     backend: emcee.backends.Backend
-    path: Optional[str] = None
+    path: str | None = None
     restarts: int = 0
     resumed_from: int = 0
 

@@ -456,8 +456,8 @@ def run_chain(
     The sampler's random state is seeded with ``seed``; the start ``p0``
     defaults to ``RandomState(5)`` normal draws of shape ``(nwalkers, ndim)``.
     ``on_step(sampler)`` is called after every step (``sampler.iteration``
-    steps done); a true return ends the run there. ``kwargs`` go to ``EnsembleSampler`` (args, kwargs, moves,
-    parameter_names, ...).
+    steps done); a true return ends the run there. ``kwargs`` go to
+    ``EnsembleSampler`` (args, kwargs, moves, parameter_names, ...).
     """
     import emcee  # here, not at the top: engines import this module
 

@@ -121,7 +121,7 @@ def main(argv) -> None:
     ended = {}
     for n in points:
         if mode == "exit":
-            pid = _fork(out, n, lambda: _exit_at(n, tear))
+            pid = _fork(out, n, lambda n=n: _exit_at(n, tear))
         else:  # kill: the run reports each point on a pipe; we kill on the n-th
             r, w = os.pipe()
 

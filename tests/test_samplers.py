@@ -127,8 +127,9 @@ def _run_zeus(pool, nsteps=40, seed=3):
     seeded here, and restored after."""
     import zeus
 
-    saved = np.random.get_state(), random.getstate()
-    np.random.seed(seed)
+    # zeus reads numpy's global state, so that is the state to seed
+    saved = np.random.get_state(), random.getstate()  # noqa: NPY002
+    np.random.seed(seed)  # noqa: NPY002
     random.seed(seed)
     try:
         sampler = zeus.EnsembleSampler(
@@ -137,7 +138,7 @@ def _run_zeus(pool, nsteps=40, seed=3):
         start = np.random.RandomState(5).normal(size=(ZEUS_WALKERS, models.NDIM))
         sampler.run_mcmc(start, nsteps, progress=False)
     finally:
-        np.random.set_state(saved[0])
+        np.random.set_state(saved[0])  # noqa: NPY002
         random.setstate(saved[1])
     return sampler
 

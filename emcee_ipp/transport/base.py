@@ -61,7 +61,9 @@ class Transport(ABC):
         return False
 
     def forget(self, handles: list) -> None:
-        """Stop tracking ``handles`` whose replies will never be read."""
+        """Stop tracking ``handles`` whose replies will never be read (by
+        default there is nothing to stop)."""
+        return None
 
     def owing(self):
         """Engines still busy with a chunk given up earlier, which new chunks
@@ -70,9 +72,12 @@ class Transport(ABC):
 
     def add_engines(self, engine_ids: list[int], timeout: float) -> None:
         """Make new engines reachable (ipyparallel's messages reach them already)."""
+        return None
 
     def remove_engine(self, engine_id: int) -> None:
-        """Drop what the transport holds for an engine that left."""
+        """Drop what the transport holds for an engine that left (by default
+        nothing)."""
+        return None
 
     def interrupt(self, engine_ids: list[int], given_up_only: bool = False) -> bool:
         """Interrupt map work the transport runs outside the engines' main
@@ -82,7 +87,9 @@ class Transport(ABC):
         return False
 
     def close(self) -> None:
-        """Release what the transport holds (sockets, views)."""
+        """Release what the transport holds (sockets, views; by default
+        nothing)."""
+        return None
 
     def run_map(
         self, entry, items, bounds, engines, timeout, roster, local=None, encode=None
