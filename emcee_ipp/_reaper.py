@@ -65,9 +65,11 @@ class Reaper:
     def disarm(self) -> None:
         """The owner stopped its cluster itself: let the reaper exit quietly."""
         if self._proc.poll() is None:
+            stdin = self._proc.stdin
+            assert stdin is not None  # Popen(stdin=PIPE)
             try:
-                self._proc.stdin.write(b"disarm\n")
-                self._proc.stdin.close()
+                stdin.write(b"disarm\n")
+                stdin.close()
             except (BrokenPipeError, ValueError):
                 pass
             try:

@@ -125,9 +125,10 @@ class EnsembleStore(emcee.backends.Backend):
     def _write_step(self, i: int, state) -> None:
         """emcee's ``save_step`` on copy ``i``, from memory, in place (emcee's
         own replaces every attribute, churning HDF5's metadata)."""
-        if self._files[i] is None:
-            self._files[i] = _Open(self._copies[i])
-        f, path, row = self._files[i], self._copies[i], self.iteration - 1
+        f = self._files[i]
+        if f is None:
+            f = self._files[i] = _Open(self._copies[i])
+        path, row = self._copies[i], self.iteration - 1
         f.data["chain"][row] = state.coords
         _reached("step: chain", path)
         f.data["log_prob"][row] = state.log_prob

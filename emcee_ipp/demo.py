@@ -43,7 +43,7 @@ def _timed_run(sampler, p0, args):
 def run(args: argparse.Namespace) -> int:
     burn = args.steps // 10 if args.burn is None else args.burn
     p0 = qs.start_positions(args.walkers)
-    rows = []  # (name, seconds, identical to serial, flat samples, rhat)
+    rows: list[tuple] = []  # (name, seconds, identical to serial, flat samples, rhat)
 
     serial = _sampler(args.walkers, None)
     t_serial = _timed_run(serial, p0, args)
@@ -164,6 +164,7 @@ def _corner(rows, path) -> None:
             hist_kwargs={"density": True, "linestyle": ls, "linewidth": lw},
             contour_kwargs={"linestyles": ls, "linewidths": lw},
         )
+    assert fig is not None  # (rows holds the serial run at least)
     fig.legend(
         handles=[
             matplotlib.lines.Line2D([], [], color=c, ls=ls, lw=lw, label=r[0])

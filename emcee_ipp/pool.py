@@ -25,8 +25,9 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator
-from typing import Any, Callable
+from collections.abc import Collection, Generator, Iterable, Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Literal, overload
 
 import numpy as np
 
@@ -47,7 +48,10 @@ from .exceptions import (
     RemoteTraceback,
 )
 from .transport import TRANSPORTS, DirectTransport, DirectUnavailable, IppTransport
-from .transport.base import FAILED
+from .transport.base import FAILED, Transport
+
+if TYPE_CHECKING:
+    import ipyparallel
 
 log = logging.getLogger("emcee_ipp")
 # An engine's reply tuples (_engine.evaluate); one element longer when it
@@ -134,8 +138,8 @@ class IPyParallelPool:
         self,
         n: int | None = None,
         *,
-        client=None,
-        cluster=None,
+        client: ipyparallel.Client | None = None,
+        cluster: ipyparallel.Cluster | None = None,
         profile: str | None = None,
         cluster_id: str | None = None,
         initializer: Callable[..., Any] | None = None,
@@ -145,13 +149,13 @@ class IPyParallelPool:
         blas_threads: int | None = 1,
         start_timeout: float = 60.0,
         client_computes: bool = False,
-        ship_modules="auto",
-    ):
+        ship_modules: Literal["auto", False] | Collection[str | ModuleType] = "auto",
+    ) -> None:
         self._closed = True  # until fully started, so __del__/close are safe
-        self._owned = None  # the local cluster this pool started, if any
+        self._owned: _cluster.OwnedCluster | None = None  # the local cluster this pool started
         self._owns_client = False
-        self._cluster = None
-        self._client = None
+        self._cluster: Any = None  # an ipyparallel.Cluster (untyped), if known
+        self._client: Any = None  # an ipyparallel.Client (untyped); None once closed
         _check_args(n, client, cluster, profile, cluster_id, initializer)
         start_timeout = _seconds("start_timeout", start_timeout, none_ok=False)
         if transport not in TRANSPORTS:
@@ -162,18 +166,20 @@ class IPyParallelPool:
         # Functions and classes inside map items (dynesty's, in every item).
         self._objects = FunctionCache(MAX_OBJECTS, dumps=self._shipper.dumps)
         self._stream: _Stream | None = None  # an unfinished imap
-        self._paths_sent = None  # (sys.path, cwd) the owned engines were last given
+        self._paths_sent: tuple | None = None  # (sys.path, cwd) the owned engines were last given
         self._policy = ChunkPolicy()
         # The other setting of client_computes learns its chunk count apart
         # (a count means other work for the engines there); swapped on toggling.
         self._other_policy = ChunkPolicy()
-        self._unrecorded = None  # the last map's (items, chunks, start, compute s, slack s)
+        # the last map's (items, chunks, start, compute s, slack s)
+        self._unrecorded: tuple | None = None
         self._next_engine = 0  # round-robin start, for transports that rotate engines
         self._ready: set[int] = set()  # engines that passed _prepare
         self.engine_pids: dict[int, int] = {}
         self._gone_pids: dict[int, int | None] = {}  # engines dropped, and their pids
         self._init_key = uuid.uuid4().hex
-        self._init_payload = None  # pickled by the first _prepare (it may ask engines)
+        # pickled by the first _prepare (it may ask engines)
+        self._init_payload: bytes | None = None
         self._initializer = None if initializer is None else (initializer, tuple(initargs))
         self._client_initializer = self._initializer  # for client_computes, run once
         self._client_computes = False
@@ -201,7 +207,7 @@ class IPyParallelPool:
                 _cluster.wait_for_engines(self._client, n, start_timeout)
         self._roster = _Roster(self)  # what maps ask about the engines
         self._control = IppTransport(self._client)  # set-up calls always go this way
-        self._transport = self._control
+        self._transport: Transport = self._control
         self._closed = False
         try:
             if transport != "ipp":
@@ -297,7 +303,7 @@ class IPyParallelPool:
         (``multiprocessing.Pool.starmap``)."""
         return self.map(Starred(func), iterable, chunksize)
 
-    def apply(self, func: Callable[..., Any], args: tuple = (), kwds: dict | None = None):
+    def apply(self, func: Callable[..., Any], args: tuple = (), kwds: dict | None = None) -> Any:
         """``func(*args, **kwds)`` on one engine (``multiprocessing.Pool.apply``)."""
         return self.map(Applied(func), [(tuple(args), dict(kwds or {}))])[0]
 
@@ -532,8 +538,8 @@ class IPyParallelPool:
         return self._transport.name
 
     @property
-    def client(self):
-        """The ``ipyparallel.Client`` the pool talks through."""
+    def client(self) -> ipyparallel.Client | None:
+        """The ``ipyparallel.Client`` the pool talks through (None once closed)."""
         return self._client
 
     @property
@@ -542,7 +548,7 @@ class IPyParallelPool:
         return self._owned is not None
 
     @property
-    def cluster(self):
+    def cluster(self) -> ipyparallel.Cluster | None:
         """The ``ipyparallel.Cluster`` the pool started or was given, if any."""
         return self._cluster
 
@@ -705,6 +711,7 @@ class IPyParallelPool:
                 transport.close()
         client, self._client = self._client, None
         if stop_pending:
+            assert self._owned is not None  # (stop_pending says so)
             self._owned.stop()
             self._finalizer.detach()  # only once stopped
         elif client is not None and self._owns_client:
@@ -757,11 +764,18 @@ def _check_args(n, client, cluster, profile, cluster_id, initializer) -> None:
         raise TypeError(f"initializer={initializer!r} is not callable.")
 
 
+@overload
+def _seconds(name: str, value, none_ok: Literal[False]) -> float: ...
+@overload
+def _seconds(name: str, value, none_ok: bool = True) -> float | None: ...
+
+
 def _seconds(name: str, value, none_ok: bool = True) -> float | None:
     """``value`` as seconds (a positive real number), or None where allowed."""
     if value is None and none_ok:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (real and value > 0):  # (not `value <= 0`: NaN is refused too)
         raise ValueError(
             f"{name}={value!r}: give a positive number of seconds{', or None' if none_ok else ''}."
         )
@@ -793,7 +807,7 @@ class _Run:
 class _Stream:
     """An imap's replies, read from the transport as its consumer asks (client)."""
 
-    def __init__(self, pool: IPyParallelPool, replies: Iterator):
+    def __init__(self, pool: IPyParallelPool, replies: Generator):
         self._pool = pool
         self._replies = replies  # Transport.iter_map
         self.done: dict = {}  # chunk index -> (engine id, reply), not yet released
@@ -850,6 +864,7 @@ def _failure(eid, reply: tuple, items, first: int) -> EmceeIppError:
         return EngineCrashError(eid, items[first + reply[1]], reply[2], reply[3])
     status, index, type_name, message, tb = reply[:5]
     cause = RemoteTraceback(type_name, message, tb)
+    error: EmceeIppError
     if status == "badinput":
         error = EngineSetupError(
             f"engine {eid} could not load map item {first + index}: {type_name}: {message}. "

@@ -22,10 +22,12 @@ import glob
 import logging
 import os
 from collections import deque
+from typing import Any
 
 import emcee
 import numpy as np
 from ipyparallel import error as ipp_error
+from numpy.typing import ArrayLike
 
 from . import _ensemble
 from .exceptions import EmceeIppError, EngineCrashError, RemoteTraceback
@@ -51,11 +53,11 @@ STOP_WAIT_S = 10.0  # after one ensemble fails, how long to wait for the others 
 def run_split(
     pool: IPyParallelPool,
     sampler: emcee.EnsembleSampler,
-    initial_state,
+    initial_state: ArrayLike | emcee.State | None,
     nsteps: int,
     *,
     n_ensembles: int | None = None,
-    seed=None,
+    seed: int | None = None,
     backend_dir: str | os.PathLike | None = None,
     progress: bool = False,
 ) -> SplitResult:
@@ -116,6 +118,7 @@ def run_split(
     if saved is not None:  # ensembles with no saved step start as they first would have
         rng_states = saved[1]
     elif paths and initial_state is not None:
+        assert backend_dir is not None  # (paths are in it)
         _write_manifest(backend_dir, starts, rng_states)
     target = max(done) + nsteps
     if min(done) < max(done):
@@ -168,7 +171,7 @@ class _Scheduler:
 
     def run(self):
         queue = deque(range(len(self.tasks)))
-        running: dict[int, tuple[int, object]] = {}  # engine id -> (ensemble, AsyncResult)
+        running: dict[int, tuple[int, Any]] = {}  # engine id -> (ensemble, AsyncResult)
         arrays, engines = {}, {}
         try:
             while queue or running:

@@ -86,6 +86,7 @@ class MuxSocket:
                 f"could not send to the controller for {SEND_TIMEOUT_MS // 1000} s: it "
                 "is gone or unreachable. Check the cluster, then create a new pool."
             ) from exc
+        assert msg is not None  # (Session.send sends nothing from a forked child)
         msg_id = msg["header"]["msg_id"]
         self._awaited.add(msg_id)
         return msg_id
@@ -114,7 +115,7 @@ class MuxSocket:
         self._ctx.term()
 
     def _drain(self) -> list:
-        got = []
+        got: list = []
         while True:
             try:
                 _, msg = self._session.recv(

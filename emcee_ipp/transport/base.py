@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Sequence
 from typing import Any, Callable, Protocol
 
 from ..exceptions import MapTimeoutError, NoEnginesError
@@ -31,16 +31,21 @@ class Transport(ABC):
     """How chunks reach engines and replies come back (client side)."""
 
     name: str
-    # Whether a map that needs fewer chunks than engines should start on the
-    # next engine each call (True) or on the first (False). See the subclasses.
-    rotate_engines: bool = True
+
+    @property
+    def rotate_engines(self) -> bool:
+        """Whether a map that needs fewer chunks than engines should start on
+        the next engine each call (True) or on the first (False). See the
+        subclasses."""
+        return True
+
     # Engines whose chunks the last map gave up unfinished (an error, a
     # timeout, Ctrl-C): the ones to interrupt, and only those.
     abandoned: tuple = ()
 
     @abstractmethod
     def submit(
-        self, engine_id: int, token: str, payload: bytes | None, chunk, objects: list = ()
+        self, engine_id: int, token: str, payload: bytes | None, chunk, objects: Sequence = ()
     ) -> Any:
         """Start ``_engine.evaluate(token, payload, chunk, ..., objects)`` on one
         engine; return a handle. ``chunk`` is a float64 array or a
@@ -114,7 +119,7 @@ class Transport(ABC):
         roster: Roster,
         local: Callable[[Any], tuple] | None = None,
         encode: Callable[[Any], tuple] | None = None,
-    ) -> Iterator[tuple[int, int | None, tuple]]:
+    ) -> Generator[tuple[int, int | None, tuple], None, None]:
         """Evaluate every chunk; yield ``(chunk index, engine_id, reply)`` as
         each finishes, and stop after an error reply.
 
@@ -154,6 +159,7 @@ class Transport(ABC):
                     objects = [(e.token, e.payload) for e in named if eid not in e.engines]
                     inflight[self.submit(eid, entry.token, payload, chunk, objects)] = (p, eid)
                 if mine is not None and not self.sending():  # the engines compute meanwhile
+                    assert local is not None  # (the client has pieces only with local)
                     a, b = pieces.spans[mine]
                     finished.append((mine, None, local(items[a:b])))
                     mine = _own_piece(pending, pieces) if not inflight else None
@@ -203,8 +209,8 @@ class Transport(ABC):
                     mine = _own_piece(pending, pieces)  # every engine is busy: the client takes one
                 if finished:
                     held_at = time.monotonic()
-                    for p, eid, reply in finished:
-                        out = pieces.done(p, eid, reply)
+                    for p, by, reply in finished:  # by: an engine id, None for the client
+                        out = pieces.done(p, by, reply)
                         if out is None:  # a piece of a split chunk, not the last
                             continue
                         yield out

@@ -112,6 +112,7 @@ def open_connection(url: str, timeout: float) -> socket.socket:
             raise
         return sock
     address = urlparse(url)
+    assert address.port is not None  # (engines publish their urls with the port)
     sock = socket.create_connection((address.hostname, address.port), timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock

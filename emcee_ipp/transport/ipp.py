@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+from typing import Any, Literal
 
 from ipyparallel import error as ipp_error
 from ipyparallel.serialize import PrePickled
@@ -57,7 +58,8 @@ class IppTransport(Transport):
         self._client = client
         self._views: dict = {}
         self._idents: dict = {}  # engine id -> its routing identity on the mux queue
-        self._mux = None  # a _mux.MuxSocket, opened by the first chunk (False: use the client's)
+        # opened by the first chunk (False: use the client's socket)
+        self._mux: _mux.MuxSocket | Literal[False] | None = None
 
     def _view(self, engine_id):
         view = self._views.get(engine_id)
@@ -93,7 +95,7 @@ class IppTransport(Transport):
         done, _ = concurrent.futures.wait(
             handles, timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED
         )
-        replies = [(future, _reply(future.result())) for future in done]
+        replies: list[tuple[Any, Any]] = [(future, _reply(future.result())) for future in done]
         for future, _ in replies:
             self._forget_history(future.msg_id)
         return replies
