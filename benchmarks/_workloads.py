@@ -3,6 +3,7 @@
 Module level, so engines and multiprocessing workers import the log-probs by
 reference (the benchmarks put this folder on the engines' PYTHONPATH).
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -81,17 +82,36 @@ def workloads(scale: float = 1.0) -> dict[str, Workload]:
     return {
         w.name: w
         for w in [
-            Workload("quickstart", qs.lnprob, data, 100, steps(1000), 12e-6, qs.start_positions(100)),
-            Workload("quickstart + 50 MB args", lnprob_big, data + (big,), 100, steps(1000), 12e-6,
-                     qs.start_positions(100), peer_steps=steps(10), paired_with="quickstart",
-                     on_plot=False),
+            Workload(
+                "quickstart", qs.lnprob, data, 100, steps(1000), 12e-6, qs.start_positions(100)
+            ),
+            Workload(
+                "quickstart + 50 MB args",
+                lnprob_big,
+                data + (big,),
+                100,
+                steps(1000),
+                12e-6,
+                qs.start_positions(100),
+                peer_steps=steps(10),
+                paired_with="quickstart",
+                on_plot=False,
+            ),
             Workload("cpu 1 ms", busy, (1e-3,), 32, steps(60), 1e-3),
             Workload("cpu 10 ms", busy, (1e-2,), 32, steps(8), 1e-2),
             # Walkers start inside the box; about a third of the stretch
             # moves' proposals land outside it and cost nothing, unevenly
             # spread over each map's walkers.
-            Workload("uneven: 2 ms or -inf", boxed, (2e-3,), 32, steps(60), 2e-3,
-                     np.random.RandomState(0).uniform(-1, 1, size=(32, 3)), on_plot=False),
+            Workload(
+                "uneven: 2 ms or -inf",
+                boxed,
+                (2e-3,),
+                32,
+                steps(60),
+                2e-3,
+                np.random.RandomState(0).uniform(-1, 1, size=(32, 3)),
+                on_plot=False,
+            ),
         ]
     }
 
@@ -156,8 +176,12 @@ def peer(name: str, n: int, ipp_pool=None):
 
 
 # The peers that always run a workload's full step count.
-FULL_LENGTH = ("serial", "IPyParallelPool (direct)", "IPyParallelPool (ipp)",
-               "IPyParallelPool (direct, client computes)")
+FULL_LENGTH = (
+    "serial",
+    "IPyParallelPool (direct)",
+    "IPyParallelPool (ipp)",
+    "IPyParallelPool (direct, client computes)",
+)
 
 PEERS = [
     "serial",

@@ -16,6 +16,7 @@ Reports each tree's medians over the rounds and the paired B/A ratios.
 
     python benchmarks/bench_ab.py --a /path/to/old/tree --b . [--rounds 6] [--steps 300]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,14 @@ print(json.dumps({"quickstart": pooled / serial, "map_ms": statistics.median(tim
 
 def measure(tree: str, steps: int) -> dict:
     env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
-    done = subprocess.run([sys.executable, "-c", CHILD, str(steps)], env=env, cwd=tree,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(steps)],
+        env=env,
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if done.returncode:
         raise RuntimeError(done.stderr[-2000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -83,23 +90,40 @@ def main():
     args = parser.parse_args()
     runs = {"a": [], "b": []}
     for r in range(args.rounds):
-        for side in ("ab" if r % 2 == 0 else "ba"):  # alternate who goes first
+        for side in "ab" if r % 2 == 0 else "ba":  # alternate who goes first
             result = measure(getattr(args, side), args.steps)
             runs[side].append(result)
-            print(f"round {r + 1} {side}: quickstart {result['quickstart']:.3f}x serial, "
-                  f"map {result['map_ms']:.3f} ms, identical {result['identical']}", flush=True)
+            print(
+                f"round {r + 1} {side}: quickstart {result['quickstart']:.3f}x serial, "
+                f"map {result['map_ms']:.3f} ms, identical {result['identical']}",
+                flush=True,
+            )
     summary = {}
     for key in ("quickstart", "map_ms"):
         a = [x[key] for x in runs["a"]]
         b = [x[key] for x in runs["b"]]
-        summary[key] = {"a_median": statistics.median(a), "b_median": statistics.median(b),
-                        "b_over_a_paired_median": statistics.median(y / x for x, y in zip(a, b))}
-        print(f"{key}: A {summary[key]['a_median']:.3f}, B {summary[key]['b_median']:.3f}, "
-              f"paired B/A {summary[key]['b_over_a_paired_median']:.3f} (medians of {args.rounds})")
+        summary[key] = {
+            "a_median": statistics.median(a),
+            "b_median": statistics.median(b),
+            "b_over_a_paired_median": statistics.median(y / x for x, y in zip(a, b)),
+        }
+        print(
+            f"{key}: A {summary[key]['a_median']:.3f}, B {summary[key]['b_median']:.3f}, "
+            f"paired B/A {summary[key]['b_over_a_paired_median']:.3f} (medians of {args.rounds})"
+        )
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, args.out), "w") as f:
-        json.dump({"a": os.path.abspath(args.a), "b": os.path.abspath(args.b), "when": time.time(),
-                   "rounds": runs, "summary": summary}, f, indent=1)
+        json.dump(
+            {
+                "a": os.path.abspath(args.a),
+                "b": os.path.abspath(args.b),
+                "when": time.time(),
+                "rounds": runs,
+                "summary": summary,
+            },
+            f,
+            indent=1,
+        )
 
 
 if __name__ == "__main__":

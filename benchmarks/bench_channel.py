@@ -16,6 +16,7 @@
 
     python benchmarks/bench_channel.py [--steps 3000] [--block 100] [--repeat 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,9 @@ import time
 
 import emcee
 import numpy as np
+from _workloads import lnprob_big, qs, workloads
 from emcee.ensemble import _FunctionWrapper
 
-from _workloads import lnprob_big, qs, workloads
 from emcee_ipp import IPyParallelPool
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -62,7 +63,7 @@ def round_trips(family, n=3000, size=600):
         times.append(time.perf_counter() - t0)
     a.close()
     os.waitpid(pid, 0)
-    return statistics.median(times[n // 5:])
+    return statistics.median(times[n // 5 :])
 
 
 def over_tcp(pool):
@@ -97,8 +98,11 @@ class Alternating:
         """Per block pair: median cycle of ``b`` over that of ``a``."""
         m = self.block - self.settle
         pairs = min(len(self.cycles[a]), len(self.cycles[b])) // m
-        return [statistics.median(self.cycles[b][i * m:(i + 1) * m])
-                / statistics.median(self.cycles[a][i * m:(i + 1) * m]) for i in range(pairs)]
+        return [
+            statistics.median(self.cycles[b][i * m : (i + 1) * m])
+            / statistics.median(self.cycles[a][i * m : (i + 1) * m])
+            for i in range(pairs)
+        ]
 
 
 def routes_on_quickstart(steps, block):
@@ -116,9 +120,11 @@ def routes_on_quickstart(steps, block):
                 sampler.run_mcmc(w.start(), steps)
                 ratios = alternating.ratios("unix", "tcp")
                 out[chunks] = dict(
-                    tcp_over_unix=statistics.median(ratios), pairs=len(ratios),
+                    tcp_over_unix=statistics.median(ratios),
+                    pairs=len(ratios),
                     unix_faster_in=sum(r > 1 for r in ratios) / len(ratios),
-                    cycle_ms={k: statistics.median(v) * 1e3 for k, v in alternating.cycles.items()})
+                    cycle_ms={k: statistics.median(v) * 1e3 for k, v in alternating.cycles.items()},
+                )
     return dict(steps=steps, block=block, by_chunks=out)
 
 
@@ -150,20 +156,38 @@ def main() -> None:
         for family in trips:
             trips[family].append(round_trips(family))
     rt = {k: statistics.median(v) * 1e6 for k, v in trips.items()}
-    print(f"600-byte round trip, both sides blocking: Unix {rt['unix']:.1f} us, "
-          f"TCP loopback {rt['tcp']:.1f} us (medians of {args.repeat} runs)", flush=True)
+    print(
+        f"600-byte round trip, both sides blocking: Unix {rt['unix']:.1f} us, "
+        f"TCP loopback {rt['tcp']:.1f} us (medians of {args.repeat} runs)",
+        flush=True,
+    )
     routes = routes_on_quickstart(args.steps, args.block)
     for chunks, r in routes["by_chunks"].items():
-        print(f"quickstart, {chunks} chunk(s), engines by TCP / by Unix socket, cycle time "
-              f"per block pair: median {r['tcp_over_unix']:.3f} over {r['pairs']} pairs "
-              f"(Unix faster in {100 * r['unix_faster_in']:.0f}%)", flush=True)
+        print(
+            f"quickstart, {chunks} chunk(s), engines by TCP / by Unix socket, cycle time "
+            f"per block pair: median {r['tcp_over_unix']:.3f} over {r['pairs']} pairs "
+            f"(Unix faster in {100 * r['unix_faster_in']:.0f}%)",
+            flush=True,
+        )
     medians, runs = first_map_of_big_function(args.repeat)
-    print(f"first map of a new 50 MB function: 1 engine {medians[1]:.3f} s, "
-          f"2 engines {medians[2]:.3f} s (x{medians[2] / medians[1]:.2f})", flush=True)
+    print(
+        f"first map of a new 50 MB function: 1 engine {medians[1]:.3f} s, "
+        f"2 engines {medians[2]:.3f} s (x{medians[2] / medians[1]:.2f})",
+        flush=True,
+    )
     with open(os.path.join(OUT, "bench_channel.json"), "w") as f:
-        json.dump(dict(round_trip_us=rt, round_trip_runs=trips, routes=routes,
-                       first_big_map_s=medians, first_big_map_runs=runs,
-                       when=time.strftime("%Y-%m-%d %H:%M")), f, indent=1)
+        json.dump(
+            dict(
+                round_trip_us=rt,
+                round_trip_runs=trips,
+                routes=routes,
+                first_big_map_s=medians,
+                first_big_map_runs=runs,
+                when=time.strftime("%Y-%m-%d %H:%M"),
+            ),
+            f,
+            indent=1,
+        )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ Figures go to stdout and ``benchmarks/results/chaos.json`` (plot:
     python benchmarks/bench_chaos.py [--minutes 5] [--every 3] [--phase 10]
                                      [--transport direct|ipp] [--seed 0]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -125,9 +126,13 @@ class Kill:
         self.back = None  # when pool.size was back to ENGINES, the victim not among them
 
     def record(self) -> dict:
-        return {"at_s": self.at, "pid": self.pid, "engine": self.engine,
-                "dropped_after_s": None if self.dropped is None else self.dropped - self.at,
-                "replaced_after_s": None if self.back is None else self.back - self.at}
+        return {
+            "at_s": self.at,
+            "pid": self.pid,
+            "engine": self.engine,
+            "dropped_after_s": None if self.dropped is None else self.dropped - self.at,
+            "replaced_after_s": None if self.back is None else self.back - self.at,
+        }
 
 
 class Killer(threading.Thread):
@@ -195,8 +200,9 @@ class Killer(threading.Thread):
         killed now (all are being replaced): it is tried again next tick."""
         killed = {k.pid for k in self.kills}
         pids = dict(self.pool.engine_pids)  # (a copy: the main thread adds to it)
-        victims = sorted((e, p) for e, p in pids.items()
-                         if e in counted and p not in killed and _our_engine(p))
+        victims = sorted(
+            (e, p) for e, p in pids.items() if e in counted and p not in killed and _our_engine(p)
+        )
         if not victims:
             return False
         engine, pid = victims[self.rng.integers(len(victims))]
@@ -256,13 +262,23 @@ def _crash_map(pool, model, coords) -> dict:
     try:
         pool.map(model, x)
     except EngineCrashError as exc:
-        return {"named_s": time.monotonic() - t0, "walker_params": x[CRASH_WALKER].tolist(),
-                "named_params": np.asarray(exc.params).tolist(), "exitcode": exc.exitcode,
-                "expected_exitcode": EXIT_CODE, "engine_id": exc.engine_id,
-                "message": str(exc).splitlines()[0]}
-    return {"named_s": None, "walker_params": x[CRASH_WALKER].tolist(), "named_params": None,
-            "exitcode": None, "expected_exitcode": EXIT_CODE,
-            "message": "the map returned: no EngineCrashError"}
+        return {
+            "named_s": time.monotonic() - t0,
+            "walker_params": x[CRASH_WALKER].tolist(),
+            "named_params": np.asarray(exc.params).tolist(),
+            "exitcode": exc.exitcode,
+            "expected_exitcode": EXIT_CODE,
+            "engine_id": exc.engine_id,
+            "message": str(exc).splitlines()[0],
+        }
+    return {
+        "named_s": None,
+        "walker_params": x[CRASH_WALKER].tolist(),
+        "named_params": None,
+        "exitcode": None,
+        "expected_exitcode": EXIT_CODE,
+        "message": "the map returned: no EngineCrashError",
+    }
 
 
 def _slope_per_min(samples: list[tuple[float, int, float]], column: int) -> float:
@@ -278,12 +294,22 @@ def _summary(values: list) -> dict:
     values = [v for v in values if v is not None]
     if not values:
         return {"n": 0, "median": None, "max": None, "min": None}
-    return {"n": len(values), "median": statistics.median(values),
-            "max": max(values), "min": min(values)}
+    return {
+        "n": len(values),
+        "median": statistics.median(values),
+        "max": max(values),
+        "min": min(values),
+    }
 
 
-def run(minutes: float = 5.0, every: float = 3.0, phase_s: float = 10.0,
-        transport: str = "direct", seed: int = 0, cost_s: float = COST_S) -> dict:
+def run(
+    minutes: float = 5.0,
+    every: float = 3.0,
+    phase_s: float = 10.0,
+    transport: str = "direct",
+    seed: int = 0,
+    cost_s: float = COST_S,
+) -> dict:
     """The chaos run; returns its figures (what ``chaos.json`` holds).
 
     Parameters
@@ -309,9 +335,17 @@ def run(minutes: float = 5.0, every: float = 3.0, phase_s: float = 10.0,
         serial), the client's fds and RSS, and ``error``: what ended the run
         early (a map that raised), else None.
     """
-    config = {"minutes": minutes, "every_s": every, "phase_s": phase_s,
-              "transport": transport, "seed": seed, "engines": ENGINES,
-              "nwalkers": NWALKERS, "ndim": NDIM, "cost_ms": cost_s * 1e3}
+    config = {
+        "minutes": minutes,
+        "every_s": every,
+        "phase_s": phase_s,
+        "transport": transport,
+        "seed": seed,
+        "engines": ENGINES,
+        "nwalkers": NWALKERS,
+        "ndim": NDIM,
+        "cost_ms": cost_s * 1e3,
+    }
     return _ChaosRun(config).run()
 
 
@@ -321,8 +355,9 @@ class _ChaosRun:
     def __init__(self, config: dict):
         self.config = config
         self.n_pairs = max(1, round(config["minutes"] * 60 / (2 * config["phase_s"])))
-        self.schedule = kill_schedule(config["seed"], config["every_s"], config["phase_s"],
-                                      self.n_pairs)
+        self.schedule = kill_schedule(
+            config["seed"], config["every_s"], config["phase_s"], self.n_pairs
+        )
         self.model = Model(config["cost_ms"] * 1e-3)
         self.chain = ChainHash()
         self.usage: list[tuple[float, int, float]] = []  # (seconds, fds, RSS MiB)
@@ -380,8 +415,9 @@ class _ChaosRun:
                 break
             if now > end + RECOVER_S:
                 recovered = False
-                self.error = (f"the pool was not back to {ENGINES} engines "
-                              f"{RECOVER_S} s after a chaos phase")
+                self.error = (
+                    f"the pool was not back to {ENGINES} engines {RECOVER_S} s after a chaos phase"
+                )
                 break
             if crash_at is not None and now >= crash_at:
                 self.crash = _crash_map(pool, self.model, self.state.coords)
@@ -395,9 +431,16 @@ class _ChaosRun:
                 self.usage.append((done, *_usage()))
         seconds = time.monotonic() - start
         n = self.chain.steps - first_step
-        self.phases.append({"kind": kind, "start_s": start - self.t0, "seconds": seconds,
-                            "crash_map_s": crash_s, "steps": n,
-                            "steps_per_s": n / (seconds - crash_s)})
+        self.phases.append(
+            {
+                "kind": kind,
+                "start_s": start - self.t0,
+                "seconds": seconds,
+                "crash_map_s": crash_s,
+                "steps": n,
+                "steps_per_s": n / (seconds - crash_s),
+            }
+        )
         return recovered
 
     def _report(self) -> dict:
@@ -433,8 +476,9 @@ class _ChaosRun:
                 "lost_fraction": 1 - chaos_rate / quiet_rate if quiet_rate and chaos_rate else None,
                 "pair_ratios": [c["steps_per_s"] / q["steps_per_s"] for q, c in zip(quiet, chaos)],
                 "phases": self.phases,
-                "steps_per_second_of_run": [self.per_second.get(s, 0)
-                                            for s in range(int(self.usage[-1][0]) + 1)],
+                "steps_per_second_of_run": [
+                    self.per_second.get(s, 0) for s in range(int(self.usage[-1][0]) + 1)
+                ],
             },
             "crash": self.crash,
             "chain": {
@@ -442,15 +486,23 @@ class _ChaosRun:
                 "pool_sha256": chain.sha.hexdigest(),
                 "serial_sha256": serial.sha.hexdigest(),
                 "first_differing_block": next(
-                    (i for i, (a, b) in enumerate(zip(chain.blocks, serial.blocks)) if a != b),
-                    None),
+                    (i for i, (a, b) in enumerate(zip(chain.blocks, serial.blocks)) if a != b), None
+                ),
                 "block_steps": chain.block,
             },
             "client": {
-                "fd": {"start": fds[0], "end": fds[-1], "max": max(fds),
-                       "slope_per_min": _slope_per_min(self.usage, 1)},
-                "rss_mib": {"start": rss[0], "end": rss[-1], "max": max(rss),
-                            "slope_per_min": _slope_per_min(self.usage, 2)},
+                "fd": {
+                    "start": fds[0],
+                    "end": fds[-1],
+                    "max": max(fds),
+                    "slope_per_min": _slope_per_min(self.usage, 1),
+                },
+                "rss_mib": {
+                    "start": rss[0],
+                    "end": rss[-1],
+                    "max": max(rss),
+                    "slope_per_min": _slope_per_min(self.usage, 2),
+                },
                 "samples": [list(u) for u in self.usage[:: max(1, len(self.usage) // 400)]]
                 + [list(self.usage[-1])],
             },
@@ -467,29 +519,37 @@ def _rate(phases: list[dict]) -> float | None:
 def show(r: dict) -> None:
     """Print the figures of :func:`run`."""
     c, k, t, cl = r["config"], r["kills"], r["throughput"], r["client"]
-    print(f"{c['minutes']} min on IPyParallelPool({c['engines']}), transport {c['transport']}, "
-          f"{c['nwalkers']} walkers, {c['cost_ms']:.1f} ms log-prob, a kill every "
-          f"~{c['every_s']} s in {c['phase_s']} s chaos phases between quiet ones")
+    print(
+        f"{c['minutes']} min on IPyParallelPool({c['engines']}), transport {c['transport']}, "
+        f"{c['nwalkers']} walkers, {c['cost_ms']:.1f} ms log-prob, a kill every "
+        f"~{c['every_s']} s in {c['phase_s']} s chaos phases between quiet ones"
+    )
     rs, ds = k["replaced_s"], k["dropped_from_size_s"]
     print(f"  kills survived      {k['survived']} of {k['done']} ({k['scheduled']} scheduled)")
     if rs["n"]:
         print(f"  kill to size back   median {rs['median']:.2f} s, max {rs['max']:.2f} s")
         print(f"  kill to size drop   median {ds['median']:.2f} s, max {ds['max']:.2f} s")
     if t["chaos_over_quiet"] is not None:
-        print(f"  steps/s             quiet {t['quiet_steps_per_s']:.1f}, chaos "
-              f"{t['chaos_steps_per_s']:.1f}: {t['chaos_over_quiet']:.2f} of quiet "
-              f"({100 * t['lost_fraction']:.0f}% lost)")
+        print(
+            f"  steps/s             quiet {t['quiet_steps_per_s']:.1f}, chaos "
+            f"{t['chaos_steps_per_s']:.1f}: {t['chaos_over_quiet']:.2f} of quiet "
+            f"({100 * t['lost_fraction']:.0f}% lost)"
+        )
     cr = r["crash"]
     if cr is not None:
-        print(f"  crash walker        {'named' if cr['named_s'] is not None else 'NOT named'}"
-              + (f" in {cr['named_s']:.2f} s, exit code {cr['exitcode']}" if cr["named_s"] else ""))
+        print(
+            f"  crash walker        {'named' if cr['named_s'] is not None else 'NOT named'}"
+            + (f" in {cr['named_s']:.2f} s, exit code {cr['exitcode']}" if cr["named_s"] else "")
+        )
     ch = r["chain"]
     same = ch["pool_sha256"] == ch["serial_sha256"]
     print(f"  chain vs serial     {ch['steps']} steps, {'bit-identical' if same else 'DIFFERENT'}")
     for name, unit in (("fd", ""), ("rss_mib", " MiB")):
         u = cl[name]
-        print(f"  client {name:<12} start {u['start']:.1f}{unit}, end {u['end']:.1f}{unit}, "
-              f"max {u['max']:.1f}{unit}, slope {u['slope_per_min']:+.2f}{unit}/min")
+        print(
+            f"  client {name:<12} start {u['start']:.1f}{unit}, end {u['end']:.1f}{unit}, "
+            f"max {u['max']:.1f}{unit}, slope {u['slope_per_min']:+.2f}{unit}/min"
+        )
     print(f"  engines at end      {r['engines_at_end']}")
     if r["error"]:
         print(f"  RUN ENDED EARLY     {r['error']}")
@@ -524,11 +584,19 @@ def plot(r: dict, path: str) -> None:
     for kill in r["kills"]["list"]:
         axes[1].axvline(kill["at_s"], color="r", lw=0.5)
     if r["crash"] is not None:
-        axes[1].annotate("crash walker", (r["crash"]["at_s"], 0.3), xytext=(4, 0),
-                         textcoords="offset points", fontsize=8, color="C3")
+        axes[1].annotate(
+            "crash walker",
+            (r["crash"]["at_s"], 0.3),
+            xytext=(4, 0),
+            textcoords="offset points",
+            fontsize=8,
+            color="C3",
+        )
     c = r["config"]
-    axes[0].set_title(f"IPyParallelPool({c['engines']}, transport={c['transport']!r}): "
-                      f"engines SIGKILLed in the shaded phases")
+    axes[0].set_title(
+        f"IPyParallelPool({c['engines']}, transport={c['transport']!r}): "
+        f"engines SIGKILLed in the shaded phases"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -542,12 +610,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cost-ms", type=float, default=COST_S * 1e3)
     parser.add_argument("--out", default=os.path.join(OUT, "chaos.json"))
-    parser.add_argument("--plot", default=None,
-                        help="PNG path (default: beside --out); 'none' for no plot")
+    parser.add_argument(
+        "--plot", default=None, help="PNG path (default: beside --out); 'none' for no plot"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(relativeCreated)9.0f ms %(message)s")
-    result = run(args.minutes, args.every, args.phase, args.transport, args.seed,
-                 args.cost_ms * 1e-3)
+    result = run(
+        args.minutes, args.every, args.phase, args.transport, args.seed, args.cost_ms * 1e-3
+    )
     show(result)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

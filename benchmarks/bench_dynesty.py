@@ -20,6 +20,7 @@ ones, as a user's script would (dynesty puts both in every map item); by
 default they are this file's functions imported as module ``bench_dynesty``,
 which engines import by reference.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,9 +34,9 @@ import time
 import warnings
 from dataclasses import dataclass
 
+import _workloads  # noqa: F401  (puts this folder on the engines' PYTHONPATH)
 import numpy as np
 
-import _workloads  # noqa: F401  (puts this folder on the engines' PYTHONPATH)
 from emcee_ipp import IPyParallelPool
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -76,8 +77,15 @@ def run_once(w, pool, n, fns, maxiter=None):
 
     loglike, ptform = fns
     sampler = dynesty.NestedSampler(
-        loglike, ptform, NDIM, nlive=w.nlive, logl_args=(w.cost_s,), pool=pool,
-        queue_size=None if pool is None else n, rstate=np.random.default_rng(11))
+        loglike,
+        ptform,
+        NDIM,
+        nlive=w.nlive,
+        logl_args=(w.cost_s,),
+        pool=pool,
+        queue_size=None if pool is None else n,
+        rstate=np.random.default_rng(11),
+    )
     t0 = time.perf_counter()
     sampler.run_nested(dlogz=w.dlogz, maxiter=maxiter, print_progress=False)
     return time.perf_counter() - t0, sampler.results
@@ -86,8 +94,12 @@ def run_once(w, pool, n, fns, maxiter=None):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engines", type=int, default=2)
-    parser.add_argument("--repeat", type=lambda v: max(1, int(v)), default=5,
-                        help="interleaved rounds (medians reported)")
+    parser.add_argument(
+        "--repeat",
+        type=lambda v: max(1, int(v)),
+        default=5,
+        help="interleaved rounds (medians reported)",
+    )
     parser.add_argument("--functions", choices=["module", "main"], default="module")
     args = parser.parse_args()
     os.makedirs(OUT, exist_ok=True)
@@ -100,8 +112,10 @@ def main() -> None:
     rows = []
     # The fork pool first, so that it copies a process without the
     # ipyparallel client's threads.
-    with multiprocessing.get_context("fork").Pool(args.engines) as mp_pool, \
-            IPyParallelPool(args.engines) as ipp_pool:
+    with (
+        multiprocessing.get_context("fork").Pool(args.engines) as mp_pool,
+        IPyParallelPool(args.engines) as ipp_pool,
+    ):
         peers = {"serial": None, "multiprocessing.Pool": mp_pool, "IPyParallelPool": ipp_pool}
         with warnings.catch_warnings():  # a warm-up run stops short, on purpose
             warnings.simplefilter("ignore", UserWarning)
@@ -112,24 +126,33 @@ def main() -> None:
             rows.extend(run_workload(w, peers, args, fns))
         transport = ipp_pool.transport
 
-    meta = dict(engines=args.engines, repeat=args.repeat, functions=args.functions,
-                transport=transport, cpus=os.cpu_count(), python=platform.python_version(),
-                dynesty=_version("dynesty"), when=time.strftime("%Y-%m-%d %H:%M"))
+    meta = dict(
+        engines=args.engines,
+        repeat=args.repeat,
+        functions=args.functions,
+        transport=transport,
+        cpus=os.cpu_count(),
+        python=platform.python_version(),
+        dynesty=_version("dynesty"),
+        when=time.strftime("%Y-%m-%d %H:%M"),
+    )
     with open(os.path.join(OUT, "bench_dynesty.json"), "w") as f:
         json.dump(dict(meta=meta, results=rows), f, indent=1)
     print()
     for r in rows:
         if r["peer"] == "IPyParallelPool":
             verdict = "meets" if r["ratio_to_mp"] <= 1.0 else "misses"
-            print(f"{r['workload']}: IPyParallelPool {r['ratio_to_mp']:.2f}x multiprocessing.Pool"
-                  f" ({verdict} the <= 1.0x target), {r['ratio']:.2f}x serial")
+            print(
+                f"{r['workload']}: IPyParallelPool {r['ratio_to_mp']:.2f}x multiprocessing.Pool"
+                f" ({verdict} the <= 1.0x target), {r['ratio']:.2f}x serial"
+            )
 
 
 def run_workload(w, peers, args, fns) -> list[dict]:
     seconds: dict[str, list] = {p: [] for p in PEERS}
     results = {}
     for i in range(args.repeat):
-        for name in PEERS[i % len(PEERS):] + PEERS[:i % len(PEERS)]:
+        for name in PEERS[i % len(PEERS) :] + PEERS[: i % len(PEERS)]:
             t, res = run_once(w, peers[name], args.engines, fns)
             seconds[name].append(t)
             results.setdefault(name, res)
@@ -139,21 +162,35 @@ def run_workload(w, peers, args, fns) -> list[dict]:
         to_mp = [a / b for a, b in zip(seconds[name], seconds["multiprocessing.Pool"])]
         res = results[name]
         row = dict(
-            workload=w.name, peer=name, runs=args.repeat, cost_s=w.cost_s, nlive=w.nlive,
-            seconds=statistics.median(seconds[name]), all_seconds=seconds[name],
-            ratio=statistics.median(ratios), ratios=ratios,
-            ratio_to_mp=statistics.median(to_mp), ratios_to_mp=to_mp,
-            niter=int(res.niter), ncall=int(np.sum(res.ncall)), logz=float(res.logz[-1]),
+            workload=w.name,
+            peer=name,
+            runs=args.repeat,
+            cost_s=w.cost_s,
+            nlive=w.nlive,
+            seconds=statistics.median(seconds[name]),
+            all_seconds=seconds[name],
+            ratio=statistics.median(ratios),
+            ratios=ratios,
+            ratio_to_mp=statistics.median(to_mp),
+            ratios_to_mp=to_mp,
+            niter=int(res.niter),
+            ncall=int(np.sum(res.ncall)),
+            logz=float(res.logz[-1]),
             # Both pools make the same run; serial makes another.
-            identical=None if name == "serial" else all(
+            identical=None
+            if name == "serial"
+            else all(
                 np.array_equal(getattr(res, k), getattr(results["multiprocessing.Pool"], k))
-                for k in ("logl", "samples", "logz")),
+                for k in ("logl", "samples", "logz")
+            ),
         )
         rows.append(row)
-        print(f"{w.name:<10}{name:<22}{row['seconds']:7.2f} s {row['ratio']:6.2f}x serial"
-              f" {row['ratio_to_mp']:6.2f}x mp (rounds {min(to_mp):.2f}-{max(to_mp):.2f})"
-              f"  {row['niter']} iterations, {row['ncall']} calls, identical={row['identical']}",
-              flush=True)
+        print(
+            f"{w.name:<10}{name:<22}{row['seconds']:7.2f} s {row['ratio']:6.2f}x serial"
+            f" {row['ratio_to_mp']:6.2f}x mp (rounds {min(to_mp):.2f}-{max(to_mp):.2f})"
+            f"  {row['niter']} iterations, {row['ncall']} calls, identical={row['identical']}",
+            flush=True,
+        )
     return rows
 
 

@@ -18,6 +18,7 @@ decode of one chunk:
 
     python benchmarks/bench_items.py [--rounds 7] [--calls 2000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,6 +63,7 @@ def chunks():
 
 def per_chunk(items, shipper, objects, n=2000):
     """Median microseconds to encode and to decode one chunk, old and new."""
+
     def old_encode():
         return pickle.dumps(list(items), protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -73,9 +75,12 @@ def per_chunk(items, shipper, objects, n=2000):
     for entry in used:  # what the engine holds after the first chunk
         _engine._OBJECTS[entry.token] = entry.func  # noqa: SLF001
     timings = {}
-    for name, fn in (("old_encode", old_encode), ("new_encode", new_encode),
-                     ("old_decode", lambda: pickle.loads(old_bytes)),
-                     ("new_decode", lambda: _engine.load_items(packed))):
+    for name, fn in (
+        ("old_encode", old_encode),
+        ("new_encode", new_encode),
+        ("old_decode", lambda: pickle.loads(old_bytes)),
+        ("new_decode", lambda: _engine.load_items(packed)),
+    ):
         t0 = time.perf_counter()
         for _ in range(n):
             fn()
@@ -116,18 +121,25 @@ def main():
                 micro[name].append(per_chunk(items, shipper, objects))
             for name, (func, items) in workloads.items():
                 maps[name].append(per_map(pool, func, items, args.calls))
-            print(f"round {r + 1}/{args.rounds}: " + ", ".join(
-                f"{k} {v[-1]:.3f} ms" for k, v in maps.items()), flush=True)
+            print(
+                f"round {r + 1}/{args.rounds}: "
+                + ", ".join(f"{k} {v[-1]:.3f} ms" for k, v in maps.items()),
+                flush=True,
+            )
         transport = pool.transport
     result = {"rounds": args.rounds, "transport": transport, "per_chunk_us": {}, "per_map_ms": {}}
     for name, rounds in micro.items():
         med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
         result["per_chunk_us"][name] = med
-        print(f"{name}: encode {med['old_encode']:.1f} -> {med['new_encode']:.1f} us, "
-              f"decode {med['old_decode']:.1f} -> {med['new_decode']:.1f} us (old: plain pickle)")
+        print(
+            f"{name}: encode {med['old_encode']:.1f} -> {med['new_encode']:.1f} us, "
+            f"decode {med['old_decode']:.1f} -> {med['new_decode']:.1f} us (old: plain pickle)"
+        )
     for name, rounds in maps.items():
         result["per_map_ms"][name] = {"median": statistics.median(rounds), "rounds": rounds}
-        print(f"map of {name}: {statistics.median(rounds):.3f} ms per call (median of {args.rounds})")
+        print(
+            f"map of {name}: {statistics.median(rounds):.3f} ms per call (median of {args.rounds})"
+        )
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "bench_items.json"), "w") as f:
         json.dump(result, f, indent=1)

@@ -8,6 +8,7 @@ items, across namespaces.
 
     sudo python benchmarks/bench_netns.py [--steps 1000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,6 +26,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 os.environ["PYTHONPATH"] = os.pathsep.join([os.path.join(HERE, "..", "tests"), HERE])
 
 import netns  # noqa: E402
+
 from emcee_ipp import IPyParallelPool  # noqa: E402
 from emcee_ipp import _quickstart as qs  # noqa: E402
 
@@ -67,15 +69,18 @@ def main() -> None:
                     pool.map(trivial, x)
                     per_map.append(time.perf_counter() - t0)
                 rows[transport] = dict(
-                    seconds=seconds, ratio=seconds / serial_s,
+                    seconds=seconds,
+                    ratio=seconds / serial_s,
                     identical=bool(np.array_equal(chain, reference)),
                     per_map_ms=statistics.median(per_map) * 1e3,
                 )
     print(f"quickstart, {args.steps} steps, 2 engines in 2 network namespaces:")
     for name, row in rows.items():
         extra = f", 50-item map {row['per_map_ms']:.2f} ms" if "per_map_ms" in row else ""
-        print(f"  {name:<7}{row['seconds']:7.2f} s  {row['ratio']:5.2f}x serial  "
-              f"identical={row['identical']}{extra}")
+        print(
+            f"  {name:<7}{row['seconds']:7.2f} s  {row['ratio']:5.2f}x serial  "
+            f"identical={row['identical']}{extra}"
+        )
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "bench_netns.json"), "w") as f:
         json.dump(dict(steps=args.steps, rows=rows), f, indent=1)

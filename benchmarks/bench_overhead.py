@@ -17,6 +17,7 @@
     python benchmarks/bench_overhead.py [--engines 2 4 8 16 32] [--steps 20] [--repeat 3]
         [--serial-steps 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,8 @@ import time
 
 import emcee
 import numpy as np
-
 from _workloads import sleepy
+
 from emcee_ipp import IPyParallelPool
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -55,8 +56,11 @@ def per_map_overhead(calls=2000):
                     pool.map(trivial, x)
                     times.append(time.perf_counter() - t0)
                 out[name] = statistics.median(times)
-                print(f"  map of 50 trivial items, 2 engines, {name:<6}: "
-                      f"{out[name] * 1e3:.3f} ms (median of {len(times)})", flush=True)
+                print(
+                    f"  map of 50 trivial items, 2 engines, {name:<6}: "
+                    f"{out[name] * 1e3:.3f} ms (median of {len(times)})",
+                    flush=True,
+                )
     return out
 
 
@@ -88,21 +92,32 @@ def scaling(engine_counts, steps, repeat, serial_steps):
         share = math.ceil((NWALKERS // 2) / n) / (NWALKERS // 2)  # of each map, per engine
         wall, serial_s = statistics.median(walls), statistics.median(serials)
         efficiency = statistics.median(s * share / w for s, w in zip(serials, walls))
-        row = dict(engines=n, wall=wall, serial=serial_s, ideal=serial_s * share,
-                   speedup=statistics.median(s / w for s, w in zip(serials, walls)),
-                   ideal_speedup=1 / share, efficiency=efficiency,
-                   efficiencies=[s * share / w for s, w in zip(serials, walls)],
-                   efficiency_nominal=nominal_s * share / wall,
-                   overhead_ms=statistics.median(
-                       (w - s * share) / (2 * steps) * 1e3 for s, w in zip(serials, walls)),
-                   start_s=start_s, walls=walls, serials=serials)
+        row = dict(
+            engines=n,
+            wall=wall,
+            serial=serial_s,
+            ideal=serial_s * share,
+            speedup=statistics.median(s / w for s, w in zip(serials, walls)),
+            ideal_speedup=1 / share,
+            efficiency=efficiency,
+            efficiencies=[s * share / w for s, w in zip(serials, walls)],
+            efficiency_nominal=nominal_s * share / wall,
+            overhead_ms=statistics.median(
+                (w - s * share) / (2 * steps) * 1e3 for s, w in zip(serials, walls)
+            ),
+            start_s=start_s,
+            walls=walls,
+            serials=serials,
+        )
         rows.append(row)
-        print(f"  {n:3d} engines: {wall:6.2f} s (serial {serial_s:.2f} s), speedup "
-              f"{row['speedup']:5.2f} of ideal {row['ideal_speedup']:5.2f} "
-              f"({100 * efficiency:.0f}%; rounds "
-              + ", ".join(f"{100 * e:.0f}" for e in row["efficiencies"])
-              + f"), overhead {row['overhead_ms']:.2f} ms per map, start {start_s:.1f} s",
-              flush=True)
+        print(
+            f"  {n:3d} engines: {wall:6.2f} s (serial {serial_s:.2f} s), speedup "
+            f"{row['speedup']:5.2f} of ideal {row['ideal_speedup']:5.2f} "
+            f"({100 * efficiency:.0f}%; rounds "
+            + ", ".join(f"{100 * e:.0f}" for e in row["efficiencies"])
+            + f"), overhead {row['overhead_ms']:.2f} ms per map, start {start_s:.1f} s",
+            flush=True,
+        )
     return rows
 
 
@@ -115,8 +130,12 @@ def plot(rows, path):
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     ax.plot([r["engines"] for r in rows], [r["overhead_ms"] for r in rows], "o-")
-    ax.set(xscale="log", xlabel="engines (on 2 cores)", ylabel="overhead per map (ms)",
-           title="Coordination cost, 10 ms sleeping log-prob, 32 walkers")
+    ax.set(
+        xscale="log",
+        xlabel="engines (on 2 cores)",
+        ylabel="overhead per map (ms)",
+        title="Coordination cost, 10 ms sleeping log-prob, 32 walkers",
+    )
     ax.set_xticks([r["engines"] for r in rows], [str(r["engines"]) for r in rows])
     ax.xaxis.set_minor_formatter(NullFormatter())  # no 3x10^0 labels
     ax.set_ylim(bottom=0)
@@ -130,8 +149,9 @@ def main() -> None:
     parser.add_argument("--engines", type=int, nargs="+", default=[2, 4, 8, 16, 32])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3, help="runs per engine count (median)")
-    parser.add_argument("--serial-steps", type=int, default=5,
-                        help="steps of the serial run before each pool run")
+    parser.add_argument(
+        "--serial-steps", type=int, default=5, help="steps of the serial run before each pool run"
+    )
     args = parser.parse_args()
     os.makedirs(OUT, exist_ok=True)
     print("per-map overhead:")

@@ -11,6 +11,7 @@ JSON and a plot of time/serial against log-prob cost.
 
     python benchmarks/bench_pools.py [--engines 2] [--scale 1.0] [--repeat 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,8 @@ import time
 
 import emcee
 import numpy as np
-
 from _workloads import FULL_LENGTH, PEERS, peer, workloads
+
 from emcee_ipp import IPyParallelPool
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -42,8 +43,12 @@ def main() -> None:
     parser.add_argument("--engines", type=int, default=2)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
     parser.add_argument("--only", nargs="*", help="workload names to run")
-    parser.add_argument("--repeat", type=lambda v: max(1, int(v)), default=3,
-                        help="interleaved rounds of every full-length peer (median reported)")
+    parser.add_argument(
+        "--repeat",
+        type=lambda v: max(1, int(v)),
+        default=3,
+        help="interleaved rounds of every full-length peer (median reported)",
+    )
     args = parser.parse_args()
     os.makedirs(OUT, exist_ok=True)
 
@@ -61,8 +66,13 @@ def main() -> None:
             paired = every[w.paired_with] if w.paired_with else None
             results.extend(run_workload(w, args, ipp_pool, paired))
 
-    meta = dict(engines=args.engines, scale=args.scale, cpus=os.cpu_count(),
-                python=platform.python_version(), when=time.strftime("%Y-%m-%d %H:%M"))
+    meta = dict(
+        engines=args.engines,
+        scale=args.scale,
+        cpus=os.cpu_count(),
+        python=platform.python_version(),
+        when=time.strftime("%Y-%m-%d %H:%M"),
+    )
     with open(os.path.join(OUT, "bench_pools.json"), "w") as f:
         json.dump(dict(meta=meta, results=results), f, indent=1)
     print()
@@ -112,10 +122,12 @@ def run_workload(w, args, ipp_pool, paired=None) -> list[dict]:
                 with peer(name, args.engines, ipp_pool) as pool:
                     seconds, chain = run_once(w, pool, w.nsteps)
                 runs.setdefault(name, []).append(
-                    (seconds, w.nsteps, seconds / w.nsteps / serial_per_step[-1], chain))
+                    (seconds, w.nsteps, seconds / w.nsteps / serial_per_step[-1], chain)
+                )
             if paired is not None:
                 vs_paired.setdefault(name, []).append(  # per step
-                    (seconds / w.nsteps) / (before / paired.nsteps))
+                    (seconds / w.nsteps) / (before / paired.nsteps)
+                )
     median_serial = statistics.median(serial_per_step)
     for name in PEERS:
         if name not in in_rounds:
@@ -127,42 +139,64 @@ def run_workload(w, args, ipp_pool, paired=None) -> list[dict]:
         ratios = [r[2] for r in runs[name]]
         nsteps = runs[name][0][1]
         row = dict(
-            workload=w.name, peer=name, nsteps=nsteps, runs=len(ratios),
+            workload=w.name,
+            peer=name,
+            nsteps=nsteps,
+            runs=len(ratios),
             seconds=statistics.median(r[0] for r in runs[name]),
-            ratio=statistics.median(ratios), ratios=ratios,
+            ratio=statistics.median(ratios),
+            ratios=ratios,
             identical=all(np.array_equal(r[3], reference[:nsteps]) for r in runs[name]),
-            cost_s=w.cost_s, nwalkers=w.nwalkers, on_plot=w.on_plot,
+            cost_s=w.cost_s,
+            nwalkers=w.nwalkers,
+            on_plot=w.on_plot,
         )
         if name in vs_paired:
-            row.update(paired_with=paired.name, vs_paired=statistics.median(vs_paired[name]),
-                       vs_paired_runs=vs_paired[name])
+            row.update(
+                paired_with=paired.name,
+                vs_paired=statistics.median(vs_paired[name]),
+                vs_paired_runs=vs_paired[name],
+            )
         rows.append(row)
         spread = "" if len(ratios) == 1 else f" (runs {min(ratios):.2f}-{max(ratios):.2f})"
-        print(f"{w.name:<26}{name:<42}{nsteps:5d} steps {row['seconds']:8.2f} s"
-              f" {row['ratio']:6.2f}x serial{spread:<19} identical={row['identical']}", flush=True)
+        print(
+            f"{w.name:<26}{name:<42}{nsteps:5d} steps {row['seconds']:8.2f} s"
+            f" {row['ratio']:6.2f}x serial{spread:<19} identical={row['identical']}",
+            flush=True,
+        )
         if name in vs_paired:
             v = vs_paired[name]
-            print(f"{'':<26}{'':<42}{'':>5}  its wall time / the {paired.name} run before it:"
-                  f" {row['vs_paired']:.2f} (runs {min(v):.2f}-{max(v):.2f})", flush=True)
+            print(
+                f"{'':<26}{'':<42}{'':>5}  its wall time / the {paired.name} run before it:"
+                f" {row['vs_paired']:.2f} (runs {min(v):.2f}-{max(v):.2f})",
+                flush=True,
+            )
     return rows
 
 
 def markdown_table(results) -> str:
     names = list(dict.fromkeys(r["workload"] for r in results))
-    lines = ["| workload | " + " | ".join(PEERS[1:]) + " |",
-             "|---|" + "---|" * (len(PEERS) - 1)]
+    lines = ["| workload | " + " | ".join(PEERS[1:]) + " |", "|---|" + "---|" * (len(PEERS) - 1)]
     for wname in names:
         rows = {r["peer"]: r for r in results if r["workload"] == wname}
-        cells = [f"{rows[p]['ratio']:.2f}" + ("" if rows[p]["identical"] else " (differs)")
-                 for p in PEERS[1:] if p in rows]
+        cells = [
+            f"{rows[p]['ratio']:.2f}" + ("" if rows[p]["identical"] else " (differs)")
+            for p in PEERS[1:]
+            if p in rows
+        ]
         serial = rows["serial"]
-        lines.append(f"| {wname} (serial {serial['seconds']:.2f} s, {serial['nsteps']} steps) | "
-                     + " | ".join(cells) + " |")
+        lines.append(
+            f"| {wname} (serial {serial['seconds']:.2f} s, {serial['nsteps']} steps) | "
+            + " | ".join(cells)
+            + " |"
+        )
     for r in results:
         if "vs_paired" in r:
             runs = ", ".join(f"{v:.2f}" for v in r["vs_paired_runs"])
-            lines.append(f"\n{r['peer']}: the {r['workload']} run takes {r['vs_paired']:.2f}x "
-                         f"the {r['paired_with']} run just before it (rounds: {runs})")
+            lines.append(
+                f"\n{r['peer']}: the {r['workload']} run takes {r['vs_paired']:.2f}x "
+                f"the {r['paired_with']} run just before it (rounds: {runs})"
+            )
     return "\n".join(lines)
 
 
@@ -177,13 +211,21 @@ def plot(results, path) -> None:
     for name in PEERS[1:]:
         pts = sorted((r["cost_s"], r["ratio"]) for r in plain if r["peer"] == name)
         if pts:
-            ax.plot(*zip(*pts), marker="o", label=name,
-                    lw=2.5 if name.startswith("IPyParallelPool") else 1.2)
+            ax.plot(
+                *zip(*pts),
+                marker="o",
+                label=name,
+                lw=2.5 if name.startswith("IPyParallelPool") else 1.2,
+            )
     ax.axhline(1.0, color="k", lw=0.8, ls="--", label="serial")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":", label="ideal on 2 cores")
-    ax.set(xscale="log", yscale="log", xlabel="log-prob cost per call (s)",
-           ylabel="wall time / serial (lower is faster)",
-           title="emcee through each pool, 2 cores")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="log-prob cost per call (s)",
+        ylabel="wall time / serial (lower is faster)",
+        title="emcee through each pool, 2 cores",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -7,6 +7,7 @@ and the seed write-up's recipe (push the sampler to a DirectView, execute
 
     python benchmarks/bench_split.py [--engines 2] [--steps 1000] [--repeat 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,7 @@ def seed_recipe(pool, steps, p0, burn=100):
     dview["burnin"] = burn
     dview.execute("import numpy as np")
     dview.execute(
-        "sampler.run_mcmc(pos, npernode)\n"
-        "samples = sampler.get_chain(discard=burnin, flat=True)"
+        "sampler.run_mcmc(pos, npernode)\nsamples = sampler.get_chain(discard=burnin, flat=True)"
     )
     samples = dview.gather("samples")
     elapsed = time.perf_counter() - t0
@@ -77,8 +77,10 @@ def main() -> None:
             times["run_split"].append(split(pool, args.steps, p0))
             times["seed recipe (push/execute/gather)"].append(seed_recipe(pool, args.steps, p0))
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"{args.engines} engines, {args.walkers} walkers, {args.steps} steps per ensemble "
-          f"against {args.steps * args.engines} serial steps; median of {args.repeat}")
+    print(
+        f"{args.engines} engines, {args.walkers} walkers, {args.steps} steps per ensemble "
+        f"against {args.steps * args.engines} serial steps; median of {args.repeat}"
+    )
     for k in times:
         print(f"  {k:<36}{med[k]:7.2f} s  {med[k] / med['serial']:.2f} of serial")
     os.makedirs(OUT, exist_ok=True)

@@ -9,6 +9,7 @@ engines unpickle them), and the engines' memory (RSS) after it.
 
     python benchmarks/bench_startup.py [--engines 2] [--repeat 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,11 @@ def main() -> None:
     parser.add_argument("--engines", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    times = {"stock ipyparallel.Cluster": [], "IPyParallelPool": [],
-             "IPyParallelPool, first emcee step": []}
+    times = {
+        "stock ipyparallel.Cluster": [],
+        "IPyParallelPool": [],
+        "IPyParallelPool, first emcee step": [],
+    }
     rss = []
     for _ in range(args.repeat):
         times["stock ipyparallel.Cluster"].append(stock(args.engines))
@@ -78,13 +82,17 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     for k, v in times.items():
         print(f"{k:<34} median {med[k]:.2f} s  (all: {', '.join(f'{t:.2f}' for t in v)})")
-    print(f"ratio IPyParallelPool / stock: {med['IPyParallelPool'] / med['stock ipyparallel.Cluster']:.2f}")
-    print(f"engine RSS after the first emcee step: median {statistics.median(rss):.0f} MB "
-          f"({min(rss):.0f}-{max(rss):.0f})")
+    ratio = med["IPyParallelPool"] / med["stock ipyparallel.Cluster"]
+    print(f"ratio IPyParallelPool / stock: {ratio:.2f}")
+    print(
+        f"engine RSS after the first emcee step: median {statistics.median(rss):.0f} MB "
+        f"({min(rss):.0f}-{max(rss):.0f})"
+    )
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "bench_startup.json"), "w") as f:
-        json.dump(dict(engines=args.engines, times=times, median=med, engine_rss_mb=rss), f,
-                  indent=1)
+        json.dump(
+            dict(engines=args.engines, times=times, median=med, engine_rss_mb=rss), f, indent=1
+        )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ step then moves only walker positions.
 Public names load on first use (PEP 562), so an engine that imports
 ``emcee_ipp._engine`` for its first map pays only for what it runs.
 """
+
 from __future__ import annotations
 
 import importlib

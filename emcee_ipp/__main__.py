@@ -1,4 +1,5 @@
 """Command line: ``emcee-ipp demo`` or ``python -m emcee_ipp demo``."""
+
 from __future__ import annotations
 
 import argparse

@@ -16,6 +16,7 @@ method's function and instance) and hold a strong reference to each, so an
 ...``) is pickled again; args changed in place are not seen (the README's
 "Known limits": ``pool.clear_cache()``).
 """
+
 from __future__ import annotations
 
 import uuid
@@ -52,7 +53,7 @@ class FunctionCache:
     def __init__(self, max_entries: int = MAX_ENTRIES, dumps=None):
         self.max_entries = max_entries
         self._dumps = dumps or Shipper(False, lambda names: ()).dumps
-        self._entries: "OrderedDict[tuple, CacheEntry]" = OrderedDict()
+        self._entries: OrderedDict[tuple, CacheEntry] = OrderedDict()
         self._last: CacheEntry | None = None  # the entry the last get returned
 
     def __len__(self) -> int:

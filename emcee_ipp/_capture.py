@@ -16,6 +16,7 @@ and the client kept that text, growing, in ``client.metadata`` without ever
 showing it; the ipp transport's was dropped. Other threads (the kernel's
 own) write through to the stream as before.
 """
+
 from __future__ import annotations
 
 import sys
@@ -52,7 +53,7 @@ class _Router:
         room = MAX_CHARS - caught.size[self._which]
         if len(text) > room:
             caught.dropped[self._which] += len(text) - max(room, 0)
-            text = text[:max(room, 0)]
+            text = text[: max(room, 0)]
         caught.parts[self._which].append(text)
         caught.size[self._which] += len(text)
         return len(text)

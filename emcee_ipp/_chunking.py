@@ -35,6 +35,7 @@ cheapest maps, whose blocks are longest, within a second or so). Any split
 gives the same results in the same order: the choice changes speed, never
 the chain.
 """
+
 from __future__ import annotations
 
 import math
@@ -78,7 +79,7 @@ class _Probe:
         self.skip = min(self.skip, self.block - PROBE_MAPS)
         self.samples: list[list] = [[] for _ in range(2 * PROBE_BLOCKS)]  # per block
         self._handed = 0  # maps handed out
-        self._last = None  # (block, position) of the map handed out last
+        self._last: tuple[int, int] | None = None  # (block, position) of the map handed out last
 
     def next_k(self) -> int:
         block, position = divmod(self._handed, self.block)
@@ -114,8 +115,8 @@ class ChunkPolicy:
     """Hill-climbs the chunk count on measured cycle time, by paired probes."""
 
     def __init__(self) -> None:
-        self._engines = None
-        self._items = None
+        self._engines: int | None = None
+        self._items: int | None = None
         self.current = 1
         self._cycles: deque = deque(maxlen=WINDOW)  # recent cycle s at ``current``
         self._compute: dict[int, deque] = {}  # k -> recent longest-chunk compute s
@@ -144,13 +145,15 @@ class ChunkPolicy:
         if self._calls >= self._next_round:
             self._round_start = self._calls
             self._queue, self._moved = deque(self._neighbours(self.current)), False
-            if self._start_probe():
-                return self._probe.next_k()
+            probe = self._start_probe()
+            if probe is not None:
+                return probe.next_k()
             self._end_round()
         return self.current
 
-    def record(self, n_items: int, n_chunks: int, wall_s: float, compute_s: float,
-               slack_s: float) -> None:
+    def record(
+        self, n_items: int, n_chunks: int, wall_s: float, compute_s: float, slack_s: float
+    ) -> None:
         """Learn from one finished map of ``n_items`` split into ``n_chunks``.
 
         ``wall_s`` is its cycle time (the pool measures from its start to the
@@ -194,15 +197,17 @@ class ChunkPolicy:
         if not self._moved:
             self._every = min(2 * self._every, MAX_EXPLORE_EVERY)
 
-    def _start_probe(self) -> bool:
-        """Probe the next queued neighbour against the current count."""
+    def _start_probe(self) -> _Probe | None:
+        """Probe the next queued neighbour against the current count; the
+        probe, or None if no neighbour is left."""
         if not self._queue:
-            return False
+            return None
         cycle = statistics.median(self._cycles) if self._cycles else BLOCK_S
         self._probe = _Probe(self._queue.popleft(), self.current, cycle)
-        return True
+        return self._probe
 
     def _neighbours(self, k: int) -> list[int]:
+        assert self._items is not None and self._engines is not None  # set by n_chunks
         top = min(self._items, self._engines * MAX_CHUNKS_PER_ENGINE)
         down = k // 2
         if k <= self._engines and not self._messages_dominate(k):

@@ -5,6 +5,7 @@ with any launcher (local, MPI, Slurm, PBS, SSH), registers them and watches
 their heartbeats. This module only chooses fast settings for the clusters the
 pool starts itself and turns ipyparallel's failures into clear errors.
 """
+
 from __future__ import annotations
 
 import logging

@@ -22,6 +22,7 @@ time an engine sees a function, its cloudpickled bytes::
 
 The cache is module state, so it lives as long as the engine process.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -42,25 +43,34 @@ from ._wire import OBJECTS, PICKLED, Packed, pack_results, pickle_results
 
 # Functions deserialized on this engine, by the token the client gave them.
 # Bounded like the client's cache (MAX_ENTRIES), least recently used first.
-_CACHE: "OrderedDict[str, object]" = OrderedDict()
+_CACHE: OrderedDict[str, object] = OrderedDict()
 # Functions and classes found in map items (``_shipping``), by token; more
 # than one pool's worth (MAX_OBJECTS), least recently used first.
-_OBJECTS: "OrderedDict[str, object]" = OrderedDict()
+_OBJECTS: OrderedDict[str, object] = OrderedDict()
 MAX_ENGINE_OBJECTS = 4 * MAX_OBJECTS
 _INITIALIZED: set = set()  # keys of pool initializers already run here
 LOAD_FAILED = -1  # the "item index" of an error raised loading the function
 
 
-def evaluate(token: str, payload: bytes | memoryview | None, chunk,
-             max_entries: int = MAX_ENTRIES, objects=()):
+def evaluate(
+    token: str,
+    payload: bytes | memoryview | None,
+    chunk,
+    max_entries: int = MAX_ENTRIES,
+    objects=(),
+):
     """Evaluate the cached function ``token`` on every item of ``chunk``."""
     for key, data in objects:  # what the chunk's items name, new to this engine
         try:
             _OBJECTS[key] = cloudpickle.loads(data)
         except Exception as exc:
-            return ("badinput", 0, type(exc).__name__,
-                    f"a function or class in the items could not be loaded: {exc}",
-                    traceback.format_exc())
+            return (
+                "badinput",
+                0,
+                type(exc).__name__,
+                f"a function or class in the items could not be loaded: {exc}",
+                traceback.format_exc(),
+            )
     while len(_OBJECTS) > MAX_ENGINE_OBJECTS:
         _OBJECTS.popitem(last=False)
     fn = _CACHE.get(token)
@@ -89,8 +99,13 @@ def evaluate(token: str, payload: bytes | memoryview | None, chunk,
         try:
             reply = ("ok", PICKLED, pickle_results(reply[2]), reply[3])
         except Exception as exc:  # e.g. a blob holding a lock: the client must hear of it
-            reply = ("error", 0, type(exc).__name__,
-                     f"the results could not be sent back: {exc}", traceback.format_exc())
+            reply = (
+                "error",
+                0,
+                type(exc).__name__,
+                f"the results could not be sent back: {exc}",
+                traceback.format_exc(),
+            )
     return reply if output is None else (*reply, output)
 
 
@@ -186,8 +201,12 @@ def cached_tokens() -> list[str]:
     return list(_CACHE)
 
 
-def setup(init_key: str | None = None, init_payload: bytes | None = None,
-          batch: bool = False, paths: tuple | None = None) -> int:
+def setup(
+    init_key: str | None = None,
+    init_payload: bytes | None = None,
+    batch: bool = False,
+    paths: tuple | None = None,
+) -> int:
     """The pool's first call on each engine; return this engine's process id.
 
     With ``paths``, ``(sys.path, cwd)`` of the client, first sets them here

@@ -13,6 +13,7 @@ progress as it goes, and returns the arrays::
          <- data_message {"steps": k}           every PROGRESS_S while sampling
          <- dict of arrays                      chain, log_prob, blobs, accepted, ...
 """
+
 from __future__ import annotations
 
 import os
@@ -40,7 +41,8 @@ def sampler_recipe(sampler, dumps=cloudpickle.dumps) -> bytes:
         log_prob_fn=wrapper.f,
         args=wrapper.args,
         kwargs=wrapper.kwargs,
-        moves=list(zip(sampler._moves, sampler._weights)),
+        # emcee keeps the moves and their weights private, with no accessor
+        moves=list(zip(sampler._moves, sampler._weights)),  # noqa: SLF001
         blobs_dtype=sampler.blobs_dtype,
         vectorize=sampler.vectorize,
         parameter_names=sampler.parameter_names if sampler.params_are_named else None,
@@ -55,8 +57,7 @@ def open_backend(path: str):
         from ._store import EnsembleStore
     except ImportError as exc:
         raise ImportError(
-            "run_split(backend_dir=...) needs h5py on the engines: "
-            "pip install 'emcee_ipp[hdf5]'"
+            "run_split(backend_dir=...) needs h5py on the engines: pip install 'emcee_ipp[hdf5]'"
         ) from exc
     return EnsembleStore(path)
 
@@ -71,10 +72,16 @@ def run_ensemble(
         if not resuming:
             backend.reset(recipe["nwalkers"], recipe["ndim"])
         sampler = emcee.EnsembleSampler(
-            recipe["nwalkers"], recipe["ndim"], recipe["log_prob_fn"],
-            args=recipe["args"], kwargs=recipe["kwargs"], moves=recipe["moves"],
-            blobs_dtype=recipe["blobs_dtype"], vectorize=recipe["vectorize"],
-            parameter_names=recipe["parameter_names"], backend=backend,
+            recipe["nwalkers"],
+            recipe["ndim"],
+            recipe["log_prob_fn"],
+            args=recipe["args"],
+            kwargs=recipe["kwargs"],
+            moves=recipe["moves"],
+            blobs_dtype=recipe["blobs_dtype"],
+            vectorize=recipe["vectorize"],
+            parameter_names=recipe["parameter_names"],
+            backend=backend,
         )
         if resuming:
             state = backend.get_last_sample()  # carries the stored random state

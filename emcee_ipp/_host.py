@@ -4,6 +4,7 @@ Runs on the client and on the engines. The direct channel compares them to
 decide who may poll instead of sleeping: pollers must not take cores from
 processes that compute on the same machine.
 """
+
 from __future__ import annotations
 
 import os

@@ -12,6 +12,7 @@ watches it. The pool prepares it lazily, as any engine that joins
 Clusters the pool only connected to are never touched: it stops using their
 dead engines, nothing more.
 """
+
 from __future__ import annotations
 
 import logging
@@ -74,7 +75,7 @@ class Keeper:
         still register."""
         if self.gave_up:
             return False
-        if self._replacing or not all(_running(l) for l in list(self._launchers.values())):
+        if self._replacing or not all(_running(x) for x in list(self._launchers.values())):
             return True  # (a connection can break before the keeper's next look)
         return bool(self._started) and time.monotonic() - self._started[-1] < self._timeout
 
@@ -96,8 +97,7 @@ class Keeper:
                 log.warning("emcee_ipp: watching the local engines failed: %s", exc)
 
     def _look(self) -> None:
-        ended = [pid for pid, launcher in list(self._launchers.items())
-                 if not _running(launcher)]
+        ended = [pid for pid, launcher in list(self._launchers.items()) if not _running(launcher)]
         if not ended:
             return
         self._replacing = True
@@ -112,8 +112,11 @@ class Keeper:
             death = Death(pid, _exitcode(launcher), _tail(launcher), time.monotonic())
             with self._lock:
                 self.deaths[pid] = death
-            log.info("emcee_ipp: local engine (pid %s) ended: %s; starting another",
-                     pid, describe_exit(death.exitcode))
+            log.info(
+                "emcee_ipp: local engine (pid %s) ended: %s; starting another",
+                pid,
+                describe_exit(death.exitcode),
+            )
         if not self._stop.is_set():
             self._replace(len(ended))
 
@@ -123,9 +126,12 @@ class Keeper:
             self._started.popleft()
         if len(self._started) + n > MAX_REPLACEMENTS:
             if not self.gave_up:
-                log.error("emcee_ipp: %d local engines died within %.0f s; not starting more. "
-                          "Their output is in the errors the pool raises.",
-                          MAX_REPLACEMENTS, REPLACE_WINDOW_S)
+                log.error(
+                    "emcee_ipp: %d local engines died within %.0f s; not starting more. "
+                    "Their output is in the errors the pool raises.",
+                    MAX_REPLACEMENTS,
+                    REPLACE_WINDOW_S,
+                )
             self.gave_up = True
             return
         self._cluster.start_engines_sync(n=n)
@@ -169,8 +175,8 @@ def _tail(launcher) -> str:
     fatal = [i for i, line in enumerate(lines) if line.startswith("Fatal Python error")]
     if not fatal:
         return "\n".join(lines[-TAIL_LINES:])
-    report = lines[fatal[-1]:]
+    report = lines[fatal[-1] :]
     current = [i for i, line in enumerate(report) if line.startswith("Current thread")]
-    stack = report[current[0]:] if current else report[1:]
+    stack = report[current[0] :] if current else report[1:]
     stack = [line for line in stack if line and not line.startswith("Extension modules:")]
-    return "\n".join([report[0], *stack[:TAIL_LINES - 1]])
+    return "\n".join([report[0], *stack[: TAIL_LINES - 1]])

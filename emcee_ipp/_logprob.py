@@ -14,6 +14,7 @@ this equivalent instead; its module imports nothing, so an engine imports
 emcee only if the log-prob itself does (``run_split``'s engines run whole
 samplers, and do).
 """
+
 from __future__ import annotations
 
 import logging

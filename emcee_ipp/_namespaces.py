@@ -19,6 +19,7 @@ never see it. Under multiprocessing's spawn start method the child imports
        value is another object)                 engine has it (an initializer may have
                                                 set it); a new version replaces it
 """
+
 from __future__ import annotations
 
 import itertools

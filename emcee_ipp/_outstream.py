@@ -11,6 +11,7 @@ IOPub thread (one that has taken the buffers but not yet queued its message
 would otherwise be overtaken by the engine's idle status). Anything else is
 flushed by ipykernel's own code, exactly as before.
 """
+
 from __future__ import annotations
 
 from ipykernel.iostream import OutStream

@@ -3,6 +3,7 @@
 Runs on the client (data, start positions) and on the engines (``lnprob``).
 Used by the demo, the benchmarks and the tests.
 """
+
 from __future__ import annotations
 
 import numpy as np

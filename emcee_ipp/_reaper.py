@@ -20,6 +20,7 @@ multiprocessing worker) keeps the pipe open after the owner is gone.
 
 This file imports only the standard library, so the reaper starts in ~30 ms.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,14 @@ class Reaper:
     def __init__(self, token: str):
         self.token = token
         self._proc = subprocess.Popen(
-            [sys.executable, "-I", os.path.abspath(__file__), token, str(os.getpid()),
-             str(_start_time(os.getpid()))],
+            [
+                sys.executable,
+                "-I",
+                os.path.abspath(__file__),
+                token,
+                str(os.getpid()),
+                str(_start_time(os.getpid())),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -58,9 +65,11 @@ class Reaper:
     def disarm(self) -> None:
         """The owner stopped its cluster itself: let the reaper exit quietly."""
         if self._proc.poll() is None:
+            stdin = self._proc.stdin
+            assert stdin is not None  # Popen(stdin=PIPE)
             try:
-                self._proc.stdin.write(b"disarm\n")
-                self._proc.stdin.close()
+                stdin.write(b"disarm\n")
+                stdin.close()
             except (BrokenPipeError, ValueError):
                 pass
             try:

@@ -22,6 +22,7 @@ only while this module pickles), so engines on other hosts need no copy of
 it; each such module is logged once. A module from site-packages is never
 shipped: an engine that lacks it says so (``EngineSetupError``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,7 +35,8 @@ import sys
 import sysconfig
 import types
 import uuid
-from typing import Callable, Iterable
+from collections.abc import Iterable
+from typing import Callable
 
 import cloudpickle
 from cloudpickle import cloudpickle as _cp
@@ -67,14 +69,22 @@ class _Pickler(cloudpickle.Pickler):
     def _dynamic_function_reduce(self, func):
         reduced = super()._dynamic_function_reduce(func)
         module = getattr(func, "__module__", None)
-        if not isinstance(module, str) or getattr(sys.modules.get(module), "__dict__", None) \
-                is not func.__globals__:
+        if (
+            not isinstance(module, str)
+            or getattr(sys.modules.get(module), "__dict__", None) is not func.__globals__
+        ):
             return reduced  # not a module's function (exec'd code, say): as cloudpickle does
         make, (code, base, *rest), (attributes, slots), *_ = reduced
         slots[_namespaces.VERSIONS_KEY] = _VERSIONS.stamp(module, slots["__globals__"])
         namespace = (_namespaces.shared, (CLIENT_TOKEN, module, base))
-        return make, (code, _Call(*namespace), *rest), (attributes, slots), None, None, \
-            _namespaces.set_state
+        return (
+            make,
+            (code, _Call(*namespace), *rest),
+            (attributes, slots),
+            None,
+            None,
+            _namespaces.set_state,
+        )
 
     def reducer_override(self, obj):
         reduced = super().reducer_override(obj)
@@ -115,8 +125,10 @@ class _ItemPickler(_Pickler):
         if kind is types.FunctionType or isinstance(obj, type):
             known = self._by_value.get(id(obj))
             if known is None or known[0] is not obj:
-                # __main__'s, a lambda, shipped modules': by value
-                known = self._by_value[id(obj)] = (obj, not _cp._should_pickle_by_reference(obj))
+                # __main__'s, a lambda, shipped modules': by value (cloudpickle's
+                # own test; it has no public one)
+                by_ref = _cp._should_pickle_by_reference(obj)  # noqa: SLF001
+                known = self._by_value[id(obj)] = (obj, not by_ref)
             if known[1]:
                 entry = self._objects.get(obj)
                 self._used[entry.token] = entry
@@ -151,7 +163,7 @@ class Shipper:
         """``obj`` cloudpickled, with the user modules the engines lack by value."""
         for _ in range(_MAX_ROUNDS):
             named: set = set()
-            data = self._pickle(lambda f: _Pickler(f, named).dump(obj), obj, what)
+            data = self._pickle(lambda f, named=named: _Pickler(f, named).dump(obj), obj, what)
             if not self._ship_missing(named):
                 return data
         return data
@@ -166,7 +178,7 @@ class Shipper:
             named: set = set()
             used: dict = {}
 
-            def dump(f):
+            def dump(f, named=named, used=used):
                 if len(self._by_value_memo) > _MAX_MEMO:
                     self._by_value_memo.clear()
                 pickler = _ItemPickler(f, named, objects, used, self._by_value_memo)
@@ -198,8 +210,10 @@ class Shipper:
         """Register the pool's by-value modules with cloudpickle while it pickles
         (and only those not registered already, which stay registered)."""
         added = [
-            sys.modules[name] for name in self.by_value
-            if name in sys.modules and name not in _cp._PICKLE_BY_VALUE_MODULES
+            sys.modules[name]
+            for name in self.by_value
+            # cloudpickle's registry: no public way to ask what is registered
+            if name in sys.modules and name not in _cp._PICKLE_BY_VALUE_MODULES  # noqa: SLF001
         ]
         for module in added:
             cloudpickle.register_pickle_by_value(module)
@@ -207,7 +221,7 @@ class Shipper:
             yield
         finally:
             for module in added:
-                _cp._PICKLE_BY_VALUE_MODULES.discard(module.__name__)
+                _cp._PICKLE_BY_VALUE_MODULES.discard(module.__name__)  # noqa: SLF001
 
     def _ship_missing(self, named: set) -> bool:
         """Decide, for the user modules a pickle named, whether the engines
@@ -215,7 +229,8 @@ class Shipper:
         if not self.auto:
             return False
         unknown = sorted(
-            name for name in named
+            name
+            for name in named
             if name not in self._importable and name not in self.by_value and is_user_module(name)
         )
         if not unknown:
@@ -225,7 +240,9 @@ class Shipper:
         for name in sorted(missing):
             log.info(
                 "emcee_ipp: the engines cannot import %r (%s); its functions and classes "
-                "are sent by value", name, getattr(sys.modules.get(name), "__file__", "?"),
+                "are sent by value",
+                name,
+                getattr(sys.modules.get(name), "__file__", "?"),
             )
         self.by_value.update(missing)
         if missing:

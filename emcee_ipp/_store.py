@@ -31,11 +31,12 @@ file every step) takes about 3 ms; twice the disk space. It guards against
 the process dying (SIGKILL, a segfault, the OOM killer), not against the
 machine losing power: nothing is fsync'ed.
 """
+
 from __future__ import annotations
 
 import os
 import shutil
-from typing import Callable, Optional
+from typing import Callable
 
 import emcee
 import h5py
@@ -47,10 +48,10 @@ GROUP = "mcmc"  # emcee's default group name
 
 # Tests only (tests/split_crash_script.py): called at every point of the
 # save path with the point's name and the file being written there, if any.
-crash_hook: Optional[Callable[[str, Optional[str]], None]] = None
+crash_hook: Callable[[str, str | None], None] | None = None
 
 
-def _reached(point: str, writing: Optional[str] = None) -> None:
+def _reached(point: str, writing: str | None = None) -> None:
     if crash_hook is not None:
         crash_hook(point, writing)
 
@@ -74,7 +75,7 @@ class EnsembleStore(emcee.backends.Backend):
         self._copies = [f"{stem}.a.h5", f"{stem}.b.h5"]
         self._link_tmp = f"{stem}.link"
         self._lock = _lock(f"{stem}.lock", path)
-        self._files: list[Optional[_Open]] = [None, None]  # open for steps
+        self._files: list[_Open | None] = [None, None]  # open for steps
         self._synced = True  # both copies hold the same step
         self._linked = self._recover()
         self._load()
@@ -124,9 +125,10 @@ class EnsembleStore(emcee.backends.Backend):
     def _write_step(self, i: int, state) -> None:
         """emcee's ``save_step`` on copy ``i``, from memory, in place (emcee's
         own replaces every attribute, churning HDF5's metadata)."""
-        if self._files[i] is None:
-            self._files[i] = _Open(self._copies[i])
-        f, path, row = self._files[i], self._copies[i], self.iteration - 1
+        f = self._files[i]
+        if f is None:
+            f = self._files[i] = _Open(self._copies[i])
+        path, row = self._copies[i], self.iteration - 1
         f.data["chain"][row] = state.coords
         _reached("step: chain", path)
         f.data["log_prob"][row] = state.log_prob

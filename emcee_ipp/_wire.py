@@ -11,10 +11,12 @@ Results come back as a float64 array when every result is a float of one type,
 otherwise as a list, so that the client rebuilds exactly what the built-in
 ``map`` would have returned.
 """
+
 from __future__ import annotations
 
 import pickle
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,11 +50,7 @@ class Packed:
 
 def as_items(iterable) -> np.ndarray | list:
     """Return the map's input as a float64 array of rows, or as a list."""
-    if (
-        isinstance(iterable, np.ndarray)
-        and iterable.ndim >= 1
-        and iterable.dtype == np.float64
-    ):
+    if isinstance(iterable, np.ndarray) and iterable.ndim >= 1 and iterable.dtype == np.float64:
         return iterable
     return list(iterable)
 

@@ -5,6 +5,7 @@ Runs on the client. Prints wall time, the ratio to serial, whether the pooled
 chain is bit-identical to the serial one, the split run's R-hat, and the
 posterior per parameter next to the true values.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,7 @@ def _timed_run(sampler, p0, args):
 def run(args: argparse.Namespace) -> int:
     burn = args.steps // 10 if args.burn is None else args.burn
     p0 = qs.start_positions(args.walkers)
-    rows = []  # (name, seconds, identical to serial, flat samples, rhat)
+    rows: list[tuple] = []  # (name, seconds, identical to serial, flat samples, rhat)
 
     serial = _sampler(args.walkers, None)
     t_serial = _timed_run(serial, p0, args)
@@ -55,27 +56,54 @@ def run(args: argparse.Namespace) -> int:
         pooled = _sampler(args.walkers, pool)
         t_pool = _timed_run(pooled, p0, args)
         same = np.array_equal(pooled.get_chain(), reference)
-        rows.append((f"IPyParallelPool (n={pool.size})", t_pool, same,
-                     pooled.get_chain(discard=burn, flat=True), None))
+        rows.append(
+            (
+                f"IPyParallelPool (n={pool.size})",
+                t_pool,
+                same,
+                pooled.get_chain(discard=burn, flat=True),
+                None,
+            )
+        )
 
         # The same pool, the client evaluating a share of each map too.
         pool.client_computes = True
         shared = _sampler(args.walkers, pool)
         t_shared = _timed_run(shared, p0, args)
         pool.client_computes = False
-        rows.append(("  with client_computes=True", t_shared,
-                     np.array_equal(shared.get_chain(), reference),
-                     shared.get_chain(discard=burn, flat=True), None))
+        rows.append(
+            (
+                "  with client_computes=True",
+                t_shared,
+                np.array_equal(shared.get_chain(), reference),
+                shared.get_chain(discard=burn, flat=True),
+                None,
+            )
+        )
 
         # Same total samples: n ensembles of steps/n steps each, in parallel.
         n = pool.size
         t0 = time.perf_counter()
-        split = run_split(pool, _sampler(args.walkers, None), p0, max(args.steps // n, burn + 1),
-                          n_ensembles=n, seed=args.seed, progress=args.progress)
+        split = run_split(
+            pool,
+            _sampler(args.walkers, None),
+            p0,
+            max(args.steps // n, burn + 1),
+            n_ensembles=n,
+            seed=args.seed,
+            progress=args.progress,
+        )
         t_split = time.perf_counter() - t0
         rhat = split.rhat(discard=burn)
-        rows.append((f"run_split ({n} x {split.iteration} steps)", t_split, None,
-                     split.get_chain(discard=burn, flat=True), rhat))
+        rows.append(
+            (
+                f"run_split ({n} x {split.iteration} steps)",
+                t_split,
+                None,
+                split.get_chain(discard=burn, flat=True),
+                rhat,
+            )
+        )
 
     _print_table(rows, t_serial, args)
     if args.plot:
@@ -116,19 +144,32 @@ def _corner(rows, path) -> None:
             "--plot needs corner and matplotlib: pip install 'emcee_ipp[demo]'"
         ) from exc
     # The pooled chains are identical to the serial one: dashed and dotted, drawn over it.
-    styles = [("k", "-", 2.5), ("tab:blue", "--", 1.2), ("tab:green", ":", 1.2),
-              ("tab:orange", "-", 1.2)]
+    styles = [
+        ("k", "-", 2.5),
+        ("tab:blue", "--", 1.2),
+        ("tab:green", ":", 1.2),
+        ("tab:orange", "-", 1.2),
+    ]
     fig = None
     for (_, _, _, flat, _), (color, ls, lw) in zip(rows, styles):
         fig = corner.corner(
-            flat, fig=fig, color=color, labels=list(qs.LABELS), truths=list(qs.TRUTH),
-            truth_color="grey", plot_datapoints=False, plot_density=False,
+            flat,
+            fig=fig,
+            color=color,
+            labels=list(qs.LABELS),
+            truths=list(qs.TRUTH),
+            truth_color="grey",
+            plot_datapoints=False,
+            plot_density=False,
             hist_kwargs={"density": True, "linestyle": ls, "linewidth": lw},
             contour_kwargs={"linestyles": ls, "linewidths": lw},
         )
+    assert fig is not None  # (rows holds the serial run at least)
     fig.legend(
-        handles=[matplotlib.lines.Line2D([], [], color=c, ls=ls, lw=lw, label=r[0])
-                 for r, (c, ls, lw) in zip(rows, styles)],
+        handles=[
+            matplotlib.lines.Line2D([], [], color=c, ls=ls, lw=lw, label=r[0])
+            for r, (c, ls, lw) in zip(rows, styles)
+        ],
         loc="upper right",
     )
     fig.savefig(path, dpi=100)

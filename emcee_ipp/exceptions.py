@@ -2,6 +2,7 @@
 
 Each message says what was wrong, the value, and what to do next.
 """
+
 from __future__ import annotations
 
 __all__ = [
@@ -60,7 +61,7 @@ class RemoteTraceback(Exception):
         self.tb = tb
 
     def __str__(self) -> str:
-        return f"\n\"\"\"\n{self.tb}\"\"\""
+        return f'\n"""\n{self.tb}"""'
 
 
 class RemoteLogProbError(EmceeIppError, RuntimeError):
@@ -118,25 +119,36 @@ class EngineCrashError(RemoteLogProbError):
         For ``run_split``: the ensemble whose engine kept dying.
     """
 
-    def __init__(self, engine_id: int | None, params, exitcode: int | None = None,
-                 stderr: str = "", ensemble: int | None = None):
+    def __init__(
+        self,
+        engine_id: int | None,
+        params,
+        exitcode: int | None = None,
+        stderr: str = "",
+        ensemble: int | None = None,
+    ):
         self.exitcode = exitcode
         self.stderr = stderr
         self.ensemble = ensemble
         how = describe_exit(exitcode)
         if ensemble is None:
-            what = f"the walker with parameters {params!r} killed its engine ({how}), on a retry alone too"
+            what = (
+                f"the walker with parameters {params!r} killed its engine ({how}), "
+                "on a retry alone too"
+            )
             after = ""
         else:
             what = f"ensemble {ensemble} killed its engine ({how}) on every attempt"
-            after = (" The other ensembles were stopped; with backend_dir, their files "
-                     "hold every saved step and initial_state=None resumes them.")
+            after = (
+                " The other ensembles were stopped; with backend_dir, their files "
+                "hold every saved step and initial_state=None resumes them."
+            )
         tail = "\n".join(stderr.rstrip().splitlines()[-15:])
         RuntimeError.__init__(  # the message is not RemoteLogProbError's
             self,
             f"{what}. Make the log-prob return -np.inf for these parameters, or "
             f"fix the C code it calls.{after}"
-            + (f" The engine's last stderr lines:\n{tail}" if tail else "")
+            + (f" The engine's last stderr lines:\n{tail}" if tail else ""),
         )
         self.engine_id = engine_id
         self.params = params
@@ -150,6 +162,7 @@ def describe_exit(exitcode: int | None) -> str:
         return "it stopped answering; its exit code is unknown"
     if exitcode < 0:
         import signal
+
         try:
             name = signal.Signals(-exitcode).name
         except ValueError:

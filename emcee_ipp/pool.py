@@ -11,6 +11,7 @@ Runs on the client. A map call travels::
       <- transport.wait                             replies in engine order
       <- _wire.unpack_results                       the list built-in map gives
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,7 +25,9 @@ import time
 import uuid
 import weakref
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Collection, Generator, Iterable, Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Literal, overload
 
 import numpy as np
 
@@ -45,7 +48,10 @@ from .exceptions import (
     RemoteTraceback,
 )
 from .transport import TRANSPORTS, DirectTransport, DirectUnavailable, IppTransport
-from .transport.base import FAILED
+from .transport.base import FAILED, Transport
+
+if TYPE_CHECKING:
+    import ipyparallel
 
 log = logging.getLogger("emcee_ipp")
 # An engine's reply tuples (_engine.evaluate); one element longer when it
@@ -132,8 +138,8 @@ class IPyParallelPool:
         self,
         n: int | None = None,
         *,
-        client=None,
-        cluster=None,
+        client: ipyparallel.Client | None = None,
+        cluster: ipyparallel.Cluster | None = None,
         profile: str | None = None,
         cluster_id: str | None = None,
         initializer: Callable[..., Any] | None = None,
@@ -143,13 +149,13 @@ class IPyParallelPool:
         blas_threads: int | None = 1,
         start_timeout: float = 60.0,
         client_computes: bool = False,
-        ship_modules="auto",
-    ):
+        ship_modules: Literal["auto", False] | Collection[str | ModuleType] = "auto",
+    ) -> None:
         self._closed = True  # until fully started, so __del__/close are safe
-        self._owned = None  # the local cluster this pool started, if any
+        self._owned: _cluster.OwnedCluster | None = None  # the local cluster this pool started
         self._owns_client = False
-        self._cluster = None
-        self._client = None
+        self._cluster: Any = None  # an ipyparallel.Cluster (untyped), if known
+        self._client: Any = None  # an ipyparallel.Client (untyped); None once closed
         _check_args(n, client, cluster, profile, cluster_id, initializer)
         start_timeout = _seconds("start_timeout", start_timeout, none_ok=False)
         if transport not in TRANSPORTS:
@@ -160,18 +166,20 @@ class IPyParallelPool:
         # Functions and classes inside map items (dynesty's, in every item).
         self._objects = FunctionCache(MAX_OBJECTS, dumps=self._shipper.dumps)
         self._stream: _Stream | None = None  # an unfinished imap
-        self._paths_sent = None  # (sys.path, cwd) the owned engines were last given
+        self._paths_sent: tuple | None = None  # (sys.path, cwd) the owned engines were last given
         self._policy = ChunkPolicy()
         # The other setting of client_computes learns its chunk count apart
         # (a count means other work for the engines there); swapped on toggling.
         self._other_policy = ChunkPolicy()
-        self._unrecorded = None  # the last map's (items, chunks, start, compute s, slack s)
+        # the last map's (items, chunks, start, compute s, slack s)
+        self._unrecorded: tuple | None = None
         self._next_engine = 0  # round-robin start, for transports that rotate engines
         self._ready: set[int] = set()  # engines that passed _prepare
         self.engine_pids: dict[int, int] = {}
         self._gone_pids: dict[int, int | None] = {}  # engines dropped, and their pids
         self._init_key = uuid.uuid4().hex
-        self._init_payload = None  # pickled by the first _prepare (it may ask engines)
+        # pickled by the first _prepare (it may ask engines)
+        self._init_payload: bytes | None = None
         self._initializer = None if initializer is None else (initializer, tuple(initargs))
         self._client_initializer = self._initializer  # for client_computes, run once
         self._client_computes = False
@@ -199,7 +207,7 @@ class IPyParallelPool:
                 _cluster.wait_for_engines(self._client, n, start_timeout)
         self._roster = _Roster(self)  # what maps ask about the engines
         self._control = IppTransport(self._client)  # set-up calls always go this way
-        self._transport = self._control
+        self._transport: Transport = self._control
         self._closed = False
         try:
             if transport != "ipp":
@@ -288,12 +296,14 @@ class IPyParallelPool:
             callback(results)
         return results
 
-    def starmap(self, func: Callable[..., Any], iterable: Iterable, chunksize: int | None = None) -> list:
+    def starmap(
+        self, func: Callable[..., Any], iterable: Iterable, chunksize: int | None = None
+    ) -> list:
         """``[func(*args) for args in iterable]``, evaluated on the engines
         (``multiprocessing.Pool.starmap``)."""
         return self.map(Starred(func), iterable, chunksize)
 
-    def apply(self, func: Callable[..., Any], args: tuple = (), kwds: dict | None = None):
+    def apply(self, func: Callable[..., Any], args: tuple = (), kwds: dict | None = None) -> Any:
         """``func(*args, **kwds)`` on one engine (``multiprocessing.Pool.apply``)."""
         return self.map(Applied(func), [(tuple(args), dict(kwds or {}))])[0]
 
@@ -306,8 +316,9 @@ class IPyParallelPool:
         self._check_open()
         return self._iterate(func, iterable, chunksize, ordered=True)
 
-    def imap_unordered(self, func: Callable[[Any], Any], iterable: Iterable,
-                       chunksize: int = 1) -> Iterator:
+    def imap_unordered(
+        self, func: Callable[[Any], Any], iterable: Iterable, chunksize: int = 1
+    ) -> Iterator:
         """Like :meth:`imap`, but each chunk's results as soon as that chunk
         is done, in any order (``multiprocessing.Pool.imap_unordered``)."""
         self._check_open()
@@ -349,10 +360,12 @@ class IPyParallelPool:
         if self._stream is not None:
             self._stream.drain()
 
-    def _start(self, func, items, chunksize) -> "_Run":
+    def _start(self, func, items, chunksize) -> _Run:
         """Choose a map's chunks and engines; send new paths first (owned cluster)."""
         if chunksize is not None and (
-            isinstance(chunksize, bool) or not isinstance(chunksize, numbers.Integral) or chunksize < 1
+            isinstance(chunksize, bool)
+            or not isinstance(chunksize, numbers.Integral)
+            or chunksize < 1
         ):
             raise ValueError(f"chunksize={chunksize!r}: give a positive number of items, or None.")
         self._sync_paths()
@@ -456,8 +469,11 @@ class IPyParallelPool:
         pid = self.engine_pids.pop(engine_id, None)
         self._gone_pids[engine_id] = pid  # (its death, for an error naming it later)
         if self._owned is not None and pid in self._owned.pids():
-            log.warning("emcee_ipp: local engine %s (pid %s) stopped answering; "
-                        "replacing it", engine_id, pid)
+            log.warning(
+                "emcee_ipp: local engine %s (pid %s) stopped answering; replacing it",
+                engine_id,
+                pid,
+            )
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:  # it ended meanwhile
@@ -522,8 +538,8 @@ class IPyParallelPool:
         return self._transport.name
 
     @property
-    def client(self):
-        """The ``ipyparallel.Client`` the pool talks through."""
+    def client(self) -> ipyparallel.Client | None:
+        """The ``ipyparallel.Client`` the pool talks through (None once closed)."""
         return self._client
 
     @property
@@ -532,7 +548,7 @@ class IPyParallelPool:
         return self._owned is not None
 
     @property
-    def cluster(self):
+    def cluster(self) -> ipyparallel.Cluster | None:
         """The ``ipyparallel.Cluster`` the pool started or was given, if any."""
         return self._cluster
 
@@ -565,13 +581,16 @@ class IPyParallelPool:
         if owned and self._paths_sent is None:
             self._paths_sent = self._paths()
         paths = self._paths_sent  # the others' (_sync_paths keeps them current)
-        pids = self._on_engines(engine_ids, "the set-up call", _engine.setup, None, None, owned, paths)
+        pids = self._on_engines(
+            engine_ids, "the set-up call", _engine.setup, None, None, owned, paths
+        )
         self.engine_pids.update(zip(engine_ids, pids))
         if self._initializer is not None:
             if self._init_payload is None:  # after the paths: it may ask the engines
                 self._init_payload = self._shipper.dumps(self._initializer, "the initializer")
-            self._on_engines(engine_ids, "the initializer", _engine.setup,
-                             self._init_key, self._init_payload)
+            self._on_engines(
+                engine_ids, "the initializer", _engine.setup, self._init_key, self._init_payload
+            )
         for eid in engine_ids:
             self._transport.add_engines([eid], self._setup_timeout())
             self._ready.add(eid)
@@ -677,9 +696,7 @@ class IPyParallelPool:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise PoolClosedError(
-                "pool is closed: create a new IPyParallelPool to run more work."
-            )
+            raise PoolClosedError("pool is closed: create a new IPyParallelPool to run more work.")
 
     def close(self) -> None:
         """Stop the pool; stop its cluster if the pool started it. Idempotent;
@@ -694,6 +711,7 @@ class IPyParallelPool:
                 transport.close()
         client, self._client = self._client, None
         if stop_pending:
+            assert self._owned is not None  # (stop_pending says so)
             self._owned.stop()
             self._finalizer.detach()  # only once stopped
         elif client is not None and self._owns_client:
@@ -706,7 +724,7 @@ class IPyParallelPool:
     def join(self) -> None:
         """Return at once: every map call has finished when it returns."""
 
-    def __enter__(self) -> "IPyParallelPool":
+    def __enter__(self) -> IPyParallelPool:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -741,21 +759,25 @@ def _check_args(n, client, cluster, profile, cluster_id, initializer) -> None:
     if profile is not None or cluster_id is not None:
         given.append("profile/cluster_id")
     if len(given) > 1:
-        raise ValueError(
-            f"got {' and '.join(given)}: pass only one way to reach a cluster."
-        )
+        raise ValueError(f"got {' and '.join(given)}: pass only one way to reach a cluster.")
     if initializer is not None and not callable(initializer):
         raise TypeError(f"initializer={initializer!r} is not callable.")
+
+
+@overload
+def _seconds(name: str, value, none_ok: Literal[False]) -> float: ...
+@overload
+def _seconds(name: str, value, none_ok: bool = True) -> float | None: ...
 
 
 def _seconds(name: str, value, none_ok: bool = True) -> float | None:
     """``value`` as seconds (a positive real number), or None where allowed."""
     if value is None and none_ok:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (real and value > 0):  # (not `value <= 0`: NaN is refused too)
         raise ValueError(
-            f"{name}={value!r}: give a positive number of seconds"
-            f"{', or None' if none_ok else ''}."
+            f"{name}={value!r}: give a positive number of seconds{', or None' if none_ok else ''}."
         )
     return float(value)
 
@@ -785,7 +807,7 @@ class _Run:
 class _Stream:
     """An imap's replies, read from the transport as its consumer asks (client)."""
 
-    def __init__(self, pool: IPyParallelPool, replies: Iterator):
+    def __init__(self, pool: IPyParallelPool, replies: Generator):
         self._pool = pool
         self._replies = replies  # Transport.iter_map
         self.done: dict = {}  # chunk index -> (engine id, reply), not yet released
@@ -842,6 +864,7 @@ def _failure(eid, reply: tuple, items, first: int) -> EmceeIppError:
         return EngineCrashError(eid, items[first + reply[1]], reply[2], reply[3])
     status, index, type_name, message, tb = reply[:5]
     cause = RemoteTraceback(type_name, message, tb)
+    error: EmceeIppError
     if status == "badinput":
         error = EngineSetupError(
             f"engine {eid} could not load map item {first + index}: {type_name}: {message}. "

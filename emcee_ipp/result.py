@@ -5,13 +5,17 @@ Runs on the client. Each ensemble's arrays fill an in-memory
 side along the walker axis, so ``get_chain`` and the rest come from emcee's
 own code and downstream scripts work unchanged.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING
 
 import emcee
 import numpy as np
+
+if TYPE_CHECKING:
+    import arviz
 
 __all__ = ["SplitResult", "EnsembleResult"]
 
@@ -42,7 +46,7 @@ class EnsembleResult:
     engine_id: int
     seed: np.random.SeedSequence
     backend: emcee.backends.Backend
-    path: Optional[str] = None
+    path: str | None = None
     restarts: int = 0
     resumed_from: int = 0
 
@@ -68,7 +72,11 @@ class SplitResult:
     ensembles side by side along the walker axis, in index order.
     """
 
-    def __init__(self, ensembles: list[EnsembleResult], parameter_names=None):
+    def __init__(
+        self,
+        ensembles: list[EnsembleResult],
+        parameter_names: list[str] | dict[str, int] | None = None,
+    ) -> None:
         self.ensembles = sorted(ensembles, key=lambda e: e.index)
         self.parameter_names = parameter_names
         self._combined = self._combine()
@@ -111,7 +119,7 @@ class SplitResult:
     def get_log_prob(self, **kwargs) -> np.ndarray:
         return self._combined.get_log_prob(**kwargs)
 
-    def get_blobs(self, **kwargs):
+    def get_blobs(self, **kwargs) -> np.ndarray | None:
         return self._combined.get_blobs(**kwargs)
 
     def get_autocorr_time(self, **kwargs) -> np.ndarray:
@@ -146,7 +154,7 @@ class SplitResult:
         pooled = (n - 1) / n * within + between_over_n
         return np.sqrt(pooled / within)
 
-    def to_arviz(self, discard: int = 0, thin: int = 1):
+    def to_arviz(self, discard: int = 0, thin: int = 1) -> arviz.InferenceData:
         """An ``arviz.InferenceData`` with one chain per ensemble.
 
         Draws are the ensemble's samples after ``discard``, step by step and

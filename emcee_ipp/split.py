@@ -14,6 +14,7 @@ to engines as they become free::
                                                 from its start (same stream)
       <- result.SplitResult                     ensembles side by side
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -21,10 +22,12 @@ import glob
 import logging
 import os
 from collections import deque
+from typing import Any
 
 import emcee
 import numpy as np
 from ipyparallel import error as ipp_error
+from numpy.typing import ArrayLike
 
 from . import _ensemble
 from .exceptions import EmceeIppError, EngineCrashError, RemoteTraceback
@@ -50,11 +53,11 @@ STOP_WAIT_S = 10.0  # after one ensemble fails, how long to wait for the others 
 def run_split(
     pool: IPyParallelPool,
     sampler: emcee.EnsembleSampler,
-    initial_state,
+    initial_state: ArrayLike | emcee.State | None,
     nsteps: int,
     *,
     n_ensembles: int | None = None,
-    seed=None,
+    seed: int | None = None,
     backend_dir: str | os.PathLike | None = None,
     progress: bool = False,
 ) -> SplitResult:
@@ -115,22 +118,34 @@ def run_split(
     if saved is not None:  # ensembles with no saved step start as they first would have
         rng_states = saved[1]
     elif paths and initial_state is not None:
+        assert backend_dir is not None  # (paths are in it)
         _write_manifest(backend_dir, starts, rng_states)
     target = max(done) + nsteps
     if min(done) < max(done):
-        log.info("run_split: the saved ensembles hold %d to %d steps; each now runs to %d",
-                 min(done), max(done), target)
+        log.info(
+            "run_split: the saved ensembles hold %d to %d steps; each now runs to %d",
+            min(done),
+            max(done),
+            target,
+        )
     tasks = [(starts[i], rng_states[i], target, paths[i] if paths else None) for i in range(n)]
     pool._sync_paths()  # noqa: SLF001 (a notebook's sys.path.append reaches the engines)
     recipe = _ensemble.sampler_recipe(
-        sampler, lambda obj: pool._shipper.dumps(obj, "the sampler")  # noqa: SLF001
+        sampler,
+        lambda obj: pool._shipper.dumps(obj, "the sampler"),  # noqa: SLF001
     )
     scheduler = _Scheduler(pool, recipe, tasks, done, progress)
     arrays, engines = scheduler.run()
     ensembles = [
-        EnsembleResult(i, engines[i], seeds[i], backend_from_arrays(arrays[i]),
-                       paths[i] if paths else None, restarts=scheduler.attempts[i] - 1,
-                       resumed_from=arrays[i]["resumed_from"])
+        EnsembleResult(
+            i,
+            engines[i],
+            seeds[i],
+            backend_from_arrays(arrays[i]),
+            paths[i] if paths else None,
+            restarts=scheduler.attempts[i] - 1,
+            resumed_from=arrays[i]["resumed_from"],
+        )
         for i in range(n)
     ]
     names = sampler.parameter_names if sampler.params_are_named else None
@@ -156,7 +171,7 @@ class _Scheduler:
 
     def run(self):
         queue = deque(range(len(self.tasks)))
-        running: dict[int, tuple[int, object]] = {}  # engine id -> (ensemble, AsyncResult)
+        running: dict[int, tuple[int, Any]] = {}  # engine id -> (ensemble, AsyncResult)
         arrays, engines = {}, {}
         try:
             while queue or running:
@@ -165,13 +180,17 @@ class _Scheduler:
                         i = queue.popleft()
                         self.attempts[i] += 1
                         ar = self.pool._control.call(  # noqa: SLF001
-                            eid, _ensemble.run_ensemble, self.recipe, *self.tasks[i],
+                            eid,
+                            _ensemble.run_ensemble,
+                            self.recipe,
+                            *self.tasks[i],
                             self.bar is not None,
                         )
                         running[eid] = (i, ar)
                 # Wake at once when a task ends, else now and then for progress.
                 concurrent.futures.wait(
-                    [ar for _, ar in running.values()], timeout=POLL_S,
+                    [ar for _, ar in running.values()],
+                    timeout=POLL_S,
                     return_when=concurrent.futures.FIRST_COMPLETED,
                 )
                 for eid, (i, ar) in list(running.items()):
@@ -336,7 +355,11 @@ def _saved_run(backend_dir, n_ensembles, sampler):
                 f"{path} holds no step, and {backend_dir!r} has no {MANIFEST} with its "
                 "start (a run from an older emcee_ipp): start a new run with an initial_state."
             )
-    if saved is not None and len(saved[0]) and saved[0][0].shape != (sampler.nwalkers, sampler.ndim):
+    if (
+        saved is not None
+        and len(saved[0])
+        and saved[0][0].shape != (sampler.nwalkers, sampler.ndim)
+    ):
         raise ValueError(
             f"{os.path.join(backend_dir, MANIFEST)} holds starts of shape {saved[0][0].shape}, "
             f"the sampler has {(sampler.nwalkers, sampler.ndim)}; use a matching sampler."

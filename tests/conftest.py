@@ -3,6 +3,7 @@
 Every wait is bounded (pytest-timeout in setup.cfg); on a hang, faulthandler
 dumps the stacks, and the finalizers stop what the fixtures started.
 """
+
 from __future__ import annotations
 
 import faulthandler

@@ -9,15 +9,16 @@ Then it runs a correct map, prints as JSON whether it was right and how
 long it took, and keeps its pool until a line comes on stdin (stopping the
 cluster sends the engines a SIGINT of its own).
 """
+
 import json
 import signal
 import sys
 import time
 
 import emcee
+import helpers
 import numpy as np
 
-import helpers
 from emcee_ipp import IPyParallelPool, run_split
 
 # A process started in the background by a shell without job control (as a
@@ -41,6 +42,10 @@ with IPyParallelPool(2, transport=transport) as pool:
         print("interrupted", flush=True)
     t0 = time.monotonic()
     got = pool.map(helpers.gaussian, x)
-    print(json.dumps({"next_ok": got == [helpers.gaussian(r) for r in x],
-                      "next_s": time.monotonic() - t0}), flush=True)
+    print(
+        json.dumps(
+            {"next_ok": got == [helpers.gaussian(r) for r in x], "next_s": time.monotonic() - t0}
+        ),
+        flush=True,
+    )
     sys.stdin.readline()

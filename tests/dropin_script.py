@@ -5,6 +5,7 @@ another folder. Prints one JSON line: for each place a ``__main__`` object
 can travel, whether the pool gave what the built-in map (or a serial emcee
 run) gives.
 """
+
 import json
 import sys
 
@@ -49,16 +50,20 @@ def main(transport):
     x = np.random.default_rng(0).uniform(size=(12, 3))
     shift, scale = Shift(0.5), Shift(2.0)
     checks = {}
-    with IPyParallelPool(2, transport=transport, initializer=remember,
-                         initargs=(Shift(7),)) as pool:
-        checks["mapped_function"] = pool.map(transform, list(x[:, 0])) == [transform(v) for v in x[:, 0]]
+    with IPyParallelPool(
+        2, transport=transport, initializer=remember, initargs=(Shift(7),)
+    ) as pool:
+        checks["mapped_function"] = pool.map(transform, list(x[:, 0])) == [
+            transform(v) for v in x[:, 0]
+        ]
         items = [(transform, v) for v in x[:, 0]]
         checks["inside_items"] = pool.map(call_item, items) == [call_item(i) for i in items]
         checks["initializer"] = [s.by for s in pool.map(seen, range(4))] == [7] * 4
 
         def run(p):
-            sampler = emcee.EnsembleSampler(8, 3, log_prob, args=(shift,), kwargs={"scale": scale},
-                                            pool=p)
+            sampler = emcee.EnsembleSampler(
+                8, 3, log_prob, args=(shift,), kwargs={"scale": scale}, pool=p
+            )
             sampler.random_state = np.random.RandomState(3).get_state()
             sampler.run_mcmc(np.random.RandomState(4).normal(size=(8, 3)), 30)
             return sampler.get_chain()
@@ -74,7 +79,9 @@ def main(transport):
             sampler = emcee.EnsembleSampler(8, 3, log_prob, args=(shift,), kwargs={"scale": scale})
             sampler.run_mcmc(emcee.State(p0, random_state=state), 20)
             serial.append(sampler.get_chain())
-        checks["run_split"] = bool(np.array_equal(split.get_chain(), np.concatenate(serial, axis=1)))
+        checks["run_split"] = bool(
+            np.array_equal(split.get_chain(), np.concatenate(serial, axis=1))
+        )
     print(json.dumps(checks))
 
 

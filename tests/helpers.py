@@ -8,6 +8,7 @@ engines of other clusters get them by value (``ship_modules="auto"``). So
 this module imports nothing the engines lack, and not emcee (which engines
 import only for run_split).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -446,16 +447,17 @@ def prints_a_lot(x, size=600_000):
 # -- client side: the serial-vs-pool chain runner ------------------------------
 
 
-def run_chain(pool, log_prob, nsteps=40, *, nwalkers=16, ndim=3, p0=None, seed=1234,
-              on_step=None, **kwargs):
+def run_chain(
+    pool, log_prob, nsteps=40, *, nwalkers=16, ndim=3, p0=None, seed=1234, on_step=None, **kwargs
+):
     """An emcee ``EnsembleSampler`` run of ``nsteps`` through ``pool`` (None:
     serially); returns the sampler.
 
     The sampler's random state is seeded with ``seed``; the start ``p0``
     defaults to ``RandomState(5)`` normal draws of shape ``(nwalkers, ndim)``.
     ``on_step(sampler)`` is called after every step (``sampler.iteration``
-    steps done); a true return ends the run there. ``kwargs`` go to ``EnsembleSampler`` (args, kwargs, moves,
-    parameter_names, ...).
+    steps done); a true return ends the run there. ``kwargs`` go to
+    ``EnsembleSampler`` (args, kwargs, moves, parameter_names, ...).
     """
     import emcee  # here, not at the top: engines import this module
 
@@ -486,7 +488,9 @@ def assert_identical(a, b, blobs=True):
         assert blobs_b is None
         return
     for name in blobs_a.dtype.names or [None]:
-        assert np.array_equal(blobs_a[name] if name else blobs_a, blobs_b[name] if name else blobs_b)
+        assert np.array_equal(
+            blobs_a[name] if name else blobs_a, blobs_b[name] if name else blobs_b
+        )
 
 
 def assert_chain_matches_serial(pool, log_prob, nsteps=40, *, blobs=True, on_step=None, **kwargs):

@@ -4,16 +4,16 @@ Starts a pool, prints "ready", runs a map (or, with "split", a run_split)
 whose log-prob hangs, and reports as JSON when KeyboardInterrupt arrived and
 whether the next map is correct.
 """
+
 import json
 import signal
 import sys
 import time
 
+import emcee
+import helpers
 import numpy as np
 
-import emcee
-
-import helpers
 from emcee_ipp import IPyParallelPool, run_split
 
 # A process started in the background by a shell without job control (as a

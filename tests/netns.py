@@ -4,6 +4,7 @@ A bridge in the root namespace carries the controller (SUBNET.1); each host
 is a namespace with its own address (SUBNET.11, .12, ...) on a veth pair.
 Needs root and iproute2. Everything made is removed on exit.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -69,7 +70,10 @@ def cluster_across(host_list, profile="emcee_ipp_netns"):
     import ipyparallel as ipp
 
     cluster = ipp.Cluster(
-        n=0, profile=profile, cluster_id=f"ns{TAG}", controller_ip=CONTROLLER_IP,
+        n=0,
+        profile=profile,
+        cluster_id=f"ns{TAG}",
+        controller_ip=CONTROLLER_IP,
         controller_args=["--HeartMonitor.period=100", "--HeartMonitor.max_heartmonitor_misses=20"],
         log_level=30,
     )
@@ -82,9 +86,20 @@ def cluster_across(host_list, profile="emcee_ipp_netns"):
     try:
         for ns, _, _ in host_list:
             engines[ns] = subprocess.Popen(
-                ["ip", "netns", "exec", ns, sys.executable, "-m", "ipyparallel.engine",
-                 f"--file={url_file}", "--IPEngine.enable_nanny=False", "--log-level=40"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    sys.executable,
+                    "-m",
+                    "ipyparallel.engine",
+                    f"--file={url_file}",
+                    "--IPEngine.enable_nanny=False",
+                    "--log-level=40",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
         client = cluster.connect_client_sync()
         client.wait_for_engines(len(host_list), timeout=60, interactive=False)

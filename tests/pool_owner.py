@@ -14,6 +14,7 @@ its argument:
   as the owned cluster's stop begins; prints whether close() raised
   KeyboardInterrupt, calls close() again, prints "closed" and sleeps.
 """
+
 import gc
 import json
 import os

@@ -4,6 +4,7 @@ and tests/sampler_script.py.
 Module level, so ipyparallel engines and multiprocessing workers import them
 by reference, as they would a user's model module.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,11 @@ DYNESTY_RUNS = {
     "static": ("NestedSampler", dict(nlive=50, queue_size=None), dict(dlogz=0.5)),
     # Random walks drawn in the workers, one batch, and the stopping
     # function's 20 realizations (each item a whole Results) through pool.map.
-    "dynamic": ("DynamicNestedSampler", dict(nlive=50, sample="rwalk", walks=10, queue_size=4),
-                dict(dlogz_init=1.0, maxbatch=1, stop_kwargs=dict(n_mc=20))),
+    "dynamic": (
+        "DynamicNestedSampler",
+        dict(nlive=50, sample="rwalk", walks=10, queue_size=4),
+        dict(dlogz_init=1.0, maxbatch=1, stop_kwargs=dict(n_mc=20)),
+    ),
 }
 # What the queue sizes above come to with a pool of 2 workers.
 DYNESTY_QUEUE = {"static": 2, "dynamic": 4}
@@ -59,8 +63,9 @@ def run_dynesty(kind, pool, loglike=gaussian_loglike, ptform=box_prior, seed=7):
     import dynesty
 
     cls, kwargs, run_kwargs = DYNESTY_RUNS[kind]
-    sampler = getattr(dynesty, cls)(loglike, ptform, NDIM, pool=pool,
-                                    rstate=np.random.default_rng(seed), **kwargs)
+    sampler = getattr(dynesty, cls)(
+        loglike, ptform, NDIM, pool=pool, rstate=np.random.default_rng(seed), **kwargs
+    )
     sampler.run_nested(print_progress=False, **run_kwargs)
     return sampler
 

@@ -13,13 +13,14 @@ whether the pool's results equal the multiprocessing pool's bit for bit, or
 the error the run raised. Closes both pools before it exits (the suite's
 leak check finds any process left behind).
 """
+
 import json
 import multiprocessing
 import sys
 
 import numpy as np
-
 import sampler_models
+
 from emcee_ipp import IPyParallelPool
 
 
@@ -42,8 +43,10 @@ def main(transport: str) -> None:
     # The reference first, so that fork copies a process without the
     # ipyparallel client's threads.
     with multiprocessing.get_context("fork").Pool(2) as mp_pool:
-        reference = {(where, kind): sampler_models.run_dynesty(kind, mp_pool, **FUNCTIONS[where])
-                     for where, kind in runs}
+        reference = {
+            (where, kind): sampler_models.run_dynesty(kind, mp_pool, **FUNCTIONS[where])
+            for where, kind in runs
+        }
     report = {}
     with IPyParallelPool(2, transport=transport) as pool:
         for where, kind in runs:
@@ -54,7 +57,8 @@ def main(transport: str) -> None:
                 continue
             report[f"{where} {kind}"] = dict(
                 identical=sampler_models.same_dynesty_results(
-                    sampler.results, reference[where, kind].results),
+                    sampler.results, reference[where, kind].results
+                ),
                 queue_size=sampler.queue_size,
                 logz=float(sampler.results.logz[-1]),
             )

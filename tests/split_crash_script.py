@@ -15,6 +15,7 @@ its file for STEPS_A steps, then resume it to STEPS_B (emcee_ipp._store's
 Each run is a fork of this single-threaded process (the imports are paid
 once). Prints one JSON line, {N: how the run ended}.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,9 +26,9 @@ import sys
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # no threads across fork
 
 import emcee  # noqa: E402
+import helpers  # noqa: E402
 import numpy as np  # noqa: E402
 
-import helpers  # noqa: E402
 from emcee_ipp import _ensemble, _store  # noqa: E402
 
 NWALKERS, NDIM = 8, 2
@@ -120,7 +121,7 @@ def main(argv) -> None:
     ended = {}
     for n in points:
         if mode == "exit":
-            pid = _fork(out, n, lambda: _exit_at(n, tear))
+            pid = _fork(out, n, lambda n=n: _exit_at(n, tear))
         else:  # kill: the run reports each point on a pipe; we kill on the n-th
             r, w = os.pipe()
 

@@ -7,6 +7,7 @@ per step (medians) and the ratio to emcee's HDFBackend::
 
     python tests/split_store_cost.py [--steps 1000] [--walkers 16] [--ndim 3] [--rounds 3]
 """
+
 import argparse
 import os
 import statistics
@@ -46,7 +47,9 @@ def main():
     n = iter(range(10**6))
     makers = {
         "emcee Backend (memory)": emcee.backends.Backend,
-        "emcee HDFBackend": lambda: emcee.backends.HDFBackend(os.path.join(folder, f"h{next(n)}.h5")),
+        "emcee HDFBackend": lambda: emcee.backends.HDFBackend(
+            os.path.join(folder, f"h{next(n)}.h5")
+        ),
         "EnsembleStore (atomic)": lambda: EnsembleStore(os.path.join(folder, f"s{next(n)}.h5")),
     }
     times = {name: [] for name in makers}

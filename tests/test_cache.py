@@ -1,11 +1,12 @@
 """Per-engine caching: pickled once, never stale, bounded, clearable."""
+
 from __future__ import annotations
 
 import gc
 
+import helpers
 import numpy as np
 
-import helpers
 from emcee_ipp import _engine
 from emcee_ipp._cache import MAX_ENTRIES, FunctionCache
 from emcee_ipp._logprob import LogProb, portable

@@ -6,6 +6,7 @@ those of this pytest process and its session pools, and checks its report:
 every kill survived, the crash walker named, the chain bit-identical to
 serial, the pool back to 4 engines, no fd or memory growth.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -46,9 +47,24 @@ def _bench():
 def chaos(request, tmp_path_factory):
     """The benchmark's report (its JSON), for one transport."""
     out = tmp_path_factory.mktemp(f"chaos_{request.param}") / "chaos.json"
-    command = [sys.executable, str(BENCH), "--minutes", str(MINUTES), "--every", str(EVERY),
-               "--phase", str(PHASE), "--seed", str(SEED), "--transport", request.param,
-               "--out", str(out), "--plot", "none"]
+    command = [
+        sys.executable,
+        str(BENCH),
+        "--minutes",
+        str(MINUTES),
+        "--every",
+        str(EVERY),
+        "--phase",
+        str(PHASE),
+        "--seed",
+        str(SEED),
+        "--transport",
+        request.param,
+        "--out",
+        str(out),
+        "--plot",
+        "none",
+    ]
     run = subprocess.run(command, capture_output=True, text=True, timeout=170, cwd=out.parent)
     print(run.stdout)
     assert run.returncode == 0, run.stdout + run.stderr[-5000:]

@@ -1,19 +1,27 @@
 """The chunk-count policy: on its own (pure client-side arithmetic), and
 what the pool tells it."""
+
+import helpers
 import numpy as np
 import pytest
 
-import helpers
 from emcee_ipp._chunking import (
-    EXPLORE_EVERY, EXPLORE_RATIO, MARGIN, MAX_BLOCK, MAX_EXPLORE_EVERY, PROBE_BLOCKS,
+    EXPLORE_EVERY,
+    EXPLORE_RATIO,
+    MARGIN,
+    MAX_BLOCK,
+    MAX_EXPLORE_EVERY,
+    PROBE_BLOCKS,
     SETTLE_S,
-    ChunkPolicy, _Probe,
+    ChunkPolicy,
+    _Probe,
 )
 from emcee_ipp.transport.direct import ENGINE_SPIN_S
 
 
-def _drive(policy, cost, n_items=50, n_engines=2, calls=200, compute=lambda k: 0.0,
-           slack=None, trail=None):
+def _drive(
+    policy, cost, n_items=50, n_engines=2, calls=200, compute=lambda k: 0.0, slack=None, trail=None
+):
     """Feed the policy a model of wall time ``cost(k)``, of the longest
     chunk's compute time ``compute(k)`` and of the busiest engine's excess
     over the mean ``slack(k)``; return its choices (and append its current
@@ -52,8 +60,14 @@ def test_cheap_work_moves_to_one_chunk():
 def test_costly_work_stays_spread_and_probes_rarely():
     n_engines = 8
     compute = lambda k: 160e-3 / min(k, 8)  # noqa: E731
-    chosen = _drive(ChunkPolicy(), lambda k: compute(k) + 0.3e-3 * k,
-                    n_items=16, n_engines=n_engines, calls=400, compute=compute)
+    chosen = _drive(
+        ChunkPolicy(),
+        lambda k: compute(k) + 0.3e-3 * k,
+        n_items=16,
+        n_engines=n_engines,
+        calls=400,
+        compute=compute,
+    )
     assert chosen.count(8) > 0.9 * len(chosen)
     assert 4 not in chosen  # compute dominates: fewer chunks are never probed
     assert 16 not in chosen  # the work is even: more chunks are never probed
@@ -74,9 +88,14 @@ def test_even_work_within_the_margin_is_not_probed():
     # The busiest engine computes 4% of the cycle more than the mean: even
     # spread perfectly, the map could not win by the probe's margin.
     cycle = 80e-3
-    chosen = _drive(ChunkPolicy(), lambda k: cycle, n_items=16, calls=400,
-                    compute=lambda k: 0.95 * cycle,
-                    slack=lambda k: (1 - MARGIN) * cycle * 0.8)
+    chosen = _drive(
+        ChunkPolicy(),
+        lambda k: cycle,
+        n_items=16,
+        calls=400,
+        compute=lambda k: 0.95 * cycle,
+        slack=lambda k: (1 - MARGIN) * cycle * 0.8,
+    )
     assert set(chosen) == {2}
 
 
@@ -184,8 +203,14 @@ def test_probe_rounds_double_their_gap_and_restart_after_a_move():
     compute = lambda k: 60e-3 / min(k, 2)  # noqa: E731
     costly = lambda k: compute(k) + 0.3e-3 * k  # noqa: E731
     trail: list = []
-    chosen = _drive(p, costly, calls=MAX_EXPLORE_EVERY + 3 * EXPLORE_EVERY, compute=compute,
-                    slack=lambda k: 5e-3, trail=trail)  # uneven: 4 chunks are probed
+    chosen = _drive(
+        p,
+        costly,
+        calls=MAX_EXPLORE_EVERY + 3 * EXPLORE_EVERY,
+        compute=compute,
+        slack=lambda k: 5e-3,
+        trail=trail,
+    )  # uneven: 4 chunks are probed
     assert p.current == 2
     moved_at = trail.index(2)
     rounds = _rounds(chosen[moved_at + 1 :], current=2)

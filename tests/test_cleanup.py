@@ -1,4 +1,5 @@
 """A pool's own cluster never outlives the process that started it."""
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,10 @@ def _wait_gone(pids, bound=BOUND_S) -> tuple[float, list[int]]:
 def _start_owner(mode):
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), mode],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     line = proc.stdout.readline()
     if not line:

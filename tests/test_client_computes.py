@@ -4,15 +4,16 @@ Each test turns the option on in the shared pool of each transport, with a
 new chunk policy: a map of ``n`` items first goes out as one chunk per
 engine, the last of which the client keeps.
 """
+
 from __future__ import annotations
 
 import functools
 import os
 
+import helpers
 import numpy as np
 import pytest
 
-import helpers
 from emcee_ipp import IPyParallelPool, MapTimeoutError, RemoteLogProbError
 from emcee_ipp import _quickstart as qs
 from emcee_ipp._chunking import ChunkPolicy
@@ -34,13 +35,15 @@ def computing(request, pools):
 
 
 def test_quickstart_chain_identical_to_serial(computing):
-    helpers.assert_chain_matches_serial(computing, qs.lnprob, 60, nwalkers=32,
-                                        p0=qs.start_positions(32), args=qs.make_data())
+    helpers.assert_chain_matches_serial(
+        computing, qs.lnprob, 60, nwalkers=32, p0=qs.start_positions(32), args=qs.make_data()
+    )
 
 
 def test_client_and_engines_share_the_work_and_the_chain_stays_identical(computing):
     _, pooled = helpers.assert_chain_matches_serial(
-        computing, helpers.slow_gaussian_with_pid, 20, nwalkers=32, args=(1e-4,), blobs=False)
+        computing, helpers.slow_gaussian_with_pid, 20, nwalkers=32, args=(1e-4,), blobs=False
+    )
     pids = set(np.unique(pooled.get_blobs()).tolist())
     assert os.getpid() in pids  # the client computed
     assert pids - {os.getpid()}  # and so did engines
@@ -98,8 +101,10 @@ def test_timeout_still_stops_an_engine_chunk(computing, tmp_path):
     hangs = helpers.Hangs(tmp_path / "hung")
     computing.timeout = 2.0
     try:
-        with helpers.chunk_policy(computing, helpers.FixedChunks(2)), \
-                pytest.raises(MapTimeoutError):
+        with (
+            helpers.chunk_policy(computing, helpers.FixedChunks(2)),
+            pytest.raises(MapTimeoutError),
+        ):
             computing.map(hangs, x)
     finally:
         computing.timeout = None
@@ -114,8 +119,12 @@ def test_initializer_runs_in_the_client_too(pools):
     shared = pools("direct")
     old = helpers.get_engine_value()
     try:
-        with IPyParallelPool(client=shared.client, client_computes=True,
-                             initializer=helpers.set_engine_value, initargs=(41,)) as pool:
+        with IPyParallelPool(
+            client=shared.client,
+            client_computes=True,
+            initializer=helpers.set_engine_value,
+            initargs=(41,),
+        ) as pool:
             assert helpers.get_engine_value() == 41
             assert pool.map(helpers.read_engine_value, np.zeros((8, 3))) == [41] * 8
     finally:
@@ -139,8 +148,9 @@ def test_turning_it_on_later_runs_the_initializer_here_once(pools):
     shared = pools("direct")
     old = helpers.get_engine_value()
     try:
-        with IPyParallelPool(client=shared.client, initializer=helpers.set_engine_value,
-                             initargs=(43,)) as pool:
+        with IPyParallelPool(
+            client=shared.client, initializer=helpers.set_engine_value, initargs=(43,)
+        ) as pool:
             helpers.set_engine_value(None)
             pool.client_computes = True
             assert helpers.get_engine_value() == 43
@@ -191,6 +201,9 @@ def test_beside_a_single_engine_the_client_is_a_second_worker(transport):
     serial one."""
     with IPyParallelPool(1, transport=transport, client_computes=True) as pool:
         _, pooled = helpers.assert_chain_matches_serial(
-            pool, helpers.slow_gaussian_with_pid, 10, nwalkers=32, args=(1e-4,), blobs=False)
+            pool, helpers.slow_gaussian_with_pid, 10, nwalkers=32, args=(1e-4,), blobs=False
+        )
         assert set(np.unique(pooled.get_blobs()).tolist()) == {
-            os.getpid(), *pool.engine_pids.values()}
+            os.getpid(),
+            *pool.engine_pids.values(),
+        }

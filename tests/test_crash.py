@@ -4,6 +4,7 @@ Real crashes on a real local cluster: ``os._exit``, a segfault in C code
 (ctypes), a SIGKILL standing in for the out-of-memory killer, and engines
 killed from outside.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -14,10 +15,9 @@ import sys
 import textwrap
 import time
 
+import helpers
 import numpy as np
 import pytest
-
-import helpers
 
 from emcee_ipp import EngineCrashError, IPyParallelPool, RemoteLogProbError
 
@@ -74,13 +74,18 @@ def crash_pool(request):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("log_prob, exitcode, says", [
-    (exits_if_large, 3, ""),
-    (segfaults_if_large, -signal.SIGSEGV, "Segmentation fault"),
-    (killed_if_large, -signal.SIGKILL, ""),
-], ids=["exit", "segfault", "oom-kill"])
+@pytest.mark.parametrize(
+    "log_prob, exitcode, says",
+    [
+        (exits_if_large, 3, ""),
+        (segfaults_if_large, -signal.SIGSEGV, "Segmentation fault"),
+        (killed_if_large, -signal.SIGKILL, ""),
+    ],
+    ids=["exit", "segfault", "oom-kill"],
+)
 def test_walker_that_kills_its_engine_is_named_and_pool_keeps_its_engines(
-        crash_pool, log_prob, exitcode, says):
+    crash_pool, log_prob, exitcode, says
+):
     p = _walkers()
     t0 = time.monotonic()
     with pytest.raises(EngineCrashError) as info:
@@ -92,7 +97,11 @@ def test_walker_that_kills_its_engine_is_named_and_pool_keeps_its_engines(
     assert np.array_equal(err.params, p[BAD])
     assert err.exitcode == exitcode
     assert says in err.stderr  # faulthandler's stack, for a segfault
-    assert f"exit code {exitcode}" in str(err) if exitcode > 0 else signal.Signals(-exitcode).name in str(err)
+    assert (
+        f"exit code {exitcode}" in str(err)
+        if exitcode > 0
+        else signal.Signals(-exitcode).name in str(err)
+    )
     assert took < NAMING_BOUND_S
     # The pool is whole again, and right: a chain identical to serial.
     print(f"back to 2 engines {_wait_for_size(crash_pool, 2):.2f} s after the error")
@@ -112,7 +121,9 @@ def test_engine_killed_from_outside_is_replaced_and_size_is_right_at_once(crash_
     os.kill(victim, signal.SIGKILL)
     dropped = _wait_for_size(crash_pool, 1, timeout=1.5)  # the heartbeat takes 2 s
     back = _wait_for_size(crash_pool, 2)
-    print(f"size dropped after {dropped:.2f} s; replaced {time.monotonic() - t0:.2f} s after the kill")
+    print(
+        f"size dropped after {dropped:.2f} s; replaced {time.monotonic() - t0:.2f} s after the kill"
+    )
     assert time.monotonic() - t0 < 10.0  # the claim is ~2 s; slack for a loaded 2-core machine
     assert back >= 0
     # (ipyparallel lists the dead engine until its heartbeat misses; the pool does not)
@@ -146,8 +157,11 @@ def _a_live_engine(pool) -> tuple[int, int]:
     """(engine id, pid) of an engine whose process runs (ipyparallel lists
     dead engines until their heartbeats are missed)."""
     pool.map(gaussian, np.zeros((4, NDIM)))  # every engine prepared: its pid known
-    return next((e, pool.engine_pids[e]) for e in pool.client.ids
-                if e in pool.engine_pids and _alive(pool.engine_pids[e]))
+    return next(
+        (e, pool.engine_pids[e])
+        for e in pool.client.ids
+        if e in pool.engine_pids and _alive(pool.engine_pids[e])
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -199,8 +213,13 @@ def test_client_computes_never_runs_a_chunk_whose_engine_died(tmp_path, transpor
     engines only, never in the client (where it would kill the process)."""
     script = tmp_path / "user_script.py"
     script.write_text(CLIENT_COMPUTES_SCRIPT)
-    run = subprocess.run([sys.executable, str(script), transport], capture_output=True,
-                         text=True, timeout=170, cwd=tmp_path)
+    run = subprocess.run(
+        [sys.executable, str(script), transport],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     # The walker was named each time, and the process lived on.
     assert run.stdout.count("named") == 3 and "survived" in run.stdout, run.stdout + run.stderr
@@ -238,10 +257,12 @@ class _WaitsForAReplacement:
 def test_a_reply_that_comes_while_a_replacement_is_prepared_is_kept(tmp_path, transport):
     """(A reply read while the pool pinged a new engine was once dropped:
     the map then waited for it until its timeout.)"""
-    with IPyParallelPool(2, transport=transport, timeout=60,
-                         initializer=_mark_initialized, initargs=(str(tmp_path),)) as pool:
+    with IPyParallelPool(
+        2, transport=transport, timeout=60, initializer=_mark_initialized, initargs=(str(tmp_path),)
+    ) as pool:
         first = set(os.listdir(tmp_path))
         assert len(first) == 2
-        got = pool.map(_WaitsForAReplacement(str(tmp_path), first), np.array([[0.0], [1.0]]),
-                       chunksize=1)
+        got = pool.map(
+            _WaitsForAReplacement(str(tmp_path), first), np.array([[0.0], [1.0]]), chunksize=1
+        )
     assert got == [0.0, 1.0]

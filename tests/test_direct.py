@@ -1,4 +1,5 @@
 """The direct channel: authenticated, bound to the cluster's interface, falls back."""
+
 from __future__ import annotations
 
 import logging
@@ -7,15 +8,14 @@ import sys
 import threading
 import time
 
+import helpers
 import numpy as np
 import pytest
 
-import helpers
 from emcee_ipp import IPyParallelPool, MapTimeoutError, RemoteLogProbError
 from emcee_ipp.transport import DirectUnavailable, _frames
 from emcee_ipp.transport.base import EngineLost
 from emcee_ipp.transport.direct import open_connection
-
 
 CLOSED = "closed"  # what _outcome returns when the engine hung up
 
@@ -47,8 +47,15 @@ def outcome(sock, wait_s=10.0):
 def _evil_request(path):
     """``(header, *parts)`` of a request whose first object loaded on the
     engine (an object its items name) creates ``path`` when unpickled."""
-    header = {"id": "forged", "op": "eval", "token": "t", "payload": False, "kind": "packed",
-              "count": 0, "objects": ["evil"]}
+    header = {
+        "id": "forged",
+        "op": "eval",
+        "token": "t",
+        "payload": False,
+        "kind": "packed",
+        "count": 0,
+        "objects": ["evil"],
+    }
     return header, b"", pickle.dumps(helpers.CreatesFile(str(path)))
 
 
@@ -213,8 +220,18 @@ def test_engines_stop_polling_while_the_client_works_long_between_maps(pools):
 
 @pytest.mark.parametrize(
     "value, expected",
-    [(0.002, 0.002), ("0.001", 0.001), (1e9, 0.01), (float("inf"), 0.01), (-1, 0.0),
-     (float("nan"), 0.0), (None, 0.0), ("soon", 0.0), ([1], 0.0), (10**400, 0.0)],
+    [
+        (0.002, 0.002),
+        ("0.001", 0.001),
+        (1e9, 0.01),
+        (float("inf"), 0.01),
+        (-1, 0.0),
+        (float("nan"), 0.0),
+        (None, 0.0),
+        ("soon", 0.0),
+        ([1], 0.0),
+        (10**400, 0.0),
+    ],
 )
 def test_requested_poll_time_is_bounded_and_malformed_means_none(value, expected):
     from emcee_ipp.transport._direct_engine import MAX_SPIN_S, _spin_seconds

@@ -9,6 +9,7 @@ message again, repeat the engine's next reply, cut the link (a network
 blip), or refuse connections. The pool is a pool of its own on the
 session cluster's engines, so its connections and state are this test's.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,14 +19,14 @@ import struct
 import threading
 import time
 
+import helpers
 import numpy as np
 import pytest
+from test_direct import CLOSED, outcome
 
-import helpers
 from emcee_ipp import IPyParallelPool
 from emcee_ipp.transport import _frames
 from emcee_ipp.transport.direct import RECONNECT_EVERY_S, open_connection
-from test_direct import CLOSED, outcome
 
 _LENGTH = struct.Struct("<Q")  # the length before each message (_frames)
 
@@ -90,10 +91,12 @@ class Relay:
             self.links.append((client, engine))
             self.sent.append([])
             self.closed_by.append("")
-            threading.Thread(target=self._pump, args=(index, client, engine, "client"),
-                             daemon=True).start()
-            threading.Thread(target=self._pump, args=(index, engine, client, "engine"),
-                             daemon=True).start()
+            threading.Thread(
+                target=self._pump, args=(index, client, engine, "client"), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pump, args=(index, engine, client, "engine"), daemon=True
+            ).start()
 
     def _pump(self, index: int, source, sink, side: str) -> None:
         try:

@@ -5,6 +5,7 @@ another folder, functions defined in ``__main__``, a notebook's sys.path),
 engines that have none of the client's files, and multiprocessing.Pool's
 map family.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -16,10 +17,10 @@ import shutil
 import subprocess
 import sys
 
+import helpers
 import numpy as np
 import pytest
 
-import helpers
 from emcee_ipp import EngineSetupError, IPyParallelPool, RemoteLogProbError, _shipping
 
 HERE = pathlib.Path(__file__).parent
@@ -30,8 +31,12 @@ def _run_script(script, *args, cwd):
     """Run a user's script the way a user does, from ``cwd``; its JSON line."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run(
-        [sys.executable, str(script), *args], cwd=cwd, env=env, capture_output=True,
-        text=True, timeout=SCRIPT_TIMEOUT_S,
+        [sys.executable, str(script), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SCRIPT_TIMEOUT_S,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -70,14 +75,17 @@ def test_engines_without_the_users_files_get_its_modules_by_value(fresh_pool_on_
         for _ in range(3):
             assert pool.map(helpers.gaussian, x) == [helpers.gaussian(r) for r in x]
         items = [helpers.Offset(k) for k in range(5)]  # the module's class, in items
-        assert pool.starmap(helpers.Offset.__call__, list(zip(items, x))) == [o(r) for o, r in zip(items, x)]
+        assert pool.starmap(helpers.Offset.__call__, list(zip(items, x))) == [
+            o(r) for o, r in zip(items, x)
+        ]
     shipped = [r.getMessage() for r in caplog.records if "sent by value" in r.getMessage()]
     assert len(shipped) == 1 and "'helpers'" in shipped[0], shipped
     assert helpers.remotely(pool.client[:], helpers.has_module, "helpers") == [False] * pool.size
 
 
-def test_a_site_packages_module_the_engines_lack_is_named(fresh_pool_on_external, tmp_path,
-                                                          monkeypatch):
+def test_a_site_packages_module_the_engines_lack_is_named(
+    fresh_pool_on_external, tmp_path, monkeypatch
+):
     """A module the client has installed (here: a folder the client counts
     as site-packages) is never shipped: the engines that lack it say so, for
     the log-prob and for an item, naming the module and the item."""
@@ -87,16 +95,24 @@ def test_a_site_packages_module_the_engines_lack_is_named(fresh_pool_on_external
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     _shipping.is_user_module("os")  # computes the system folders
-    monkeypatch.setattr(_shipping, "_SYSTEM_DIRS", _shipping._SYSTEM_DIRS + (str(tmp_path) + os.sep,))
+    monkeypatch.setattr(
+        _shipping, "_SYSTEM_DIRS", _shipping._SYSTEM_DIRS + (str(tmp_path) + os.sep,)
+    )
     module = __import__(name)
     pool = fresh_pool_on_external
-    with pytest.raises(EngineSetupError, match=rf"could not load the log-prob: ModuleNotFoundError: "
-                                               rf"No module named '{name}'.*Install '{name}' where "
-                                               "the engines run"):
+    with pytest.raises(
+        EngineSetupError,
+        match=rf"could not load the log-prob: ModuleNotFoundError: "
+        rf"No module named '{name}'.*Install '{name}' where "
+        "the engines run",
+    ):
         pool.map(module.logp, np.zeros((4, 2)))
     items = [1.0] * 5 + [module.Thing()] + [2.0] * 2
-    with pytest.raises(EngineSetupError, match=rf"could not load map item 5: ModuleNotFoundError: "
-                                               rf"No module named '{name}'\. The log-prob never ran"):
+    with pytest.raises(
+        EngineSetupError,
+        match=rf"could not load map item 5: ModuleNotFoundError: "
+        rf"No module named '{name}'\. The log-prob never ran",
+    ):
         pool.map(helpers.returns_string, items, chunksize=4)
     x = np.ones((4, 2))
     assert pool.map(helpers.gaussian, x) == [-1.0] * 4  # still usable
@@ -104,8 +120,11 @@ def test_a_site_packages_module_the_engines_lack_is_named(fresh_pool_on_external
 
 def test_an_item_that_cannot_be_loaded_is_named_not_blamed_on_the_log_prob(pool):
     items = [1, 2, 3, helpers.LoadsOnlyIn(os.getpid()), 5]
-    with pytest.raises(EngineSetupError, match=r"could not load map item 3: RuntimeError: this "
-                                               r"item loads only in process") as info:
+    with pytest.raises(
+        EngineSetupError,
+        match=r"could not load map item 3: RuntimeError: this "
+        r"item loads only in process",
+    ) as info:
         pool.map(helpers.returns_string, items)
     assert "loads only in process" in info.value.__cause__.tb
     assert pool.map(helpers.returns_int, [[1], [1, 2]]) == [1, 2]
@@ -174,8 +193,9 @@ def test_starmap_and_apply_match_multiprocessing(pool):
     pairs = [(2.0, k) for k in range(7)]
     assert pool.starmap(pow, pairs) == list(itertools.starmap(pow, pairs))
     assert pool.starmap(pow, pairs, chunksize=2) == list(itertools.starmap(pow, pairs))
-    assert pool.apply(helpers.gaussian_shifted, (np.ones(2), 1.0), {"scale": 2.0}) == \
-        helpers.gaussian_shifted(np.ones(2), 1.0, scale=2.0)
+    assert pool.apply(
+        helpers.gaussian_shifted, (np.ones(2), 1.0), {"scale": 2.0}
+    ) == helpers.gaussian_shifted(np.ones(2), 1.0, scale=2.0)
     assert pool.apply(divmod, (7, 2)) == (3, 1)
 
 

@@ -1,15 +1,17 @@
 """Engines joining and leaving while a run goes on."""
+
 from __future__ import annotations
 
+import helpers
 import pytest
 
-import helpers
 from emcee_ipp import IPyParallelPool
 
 
 @pytest.mark.timeout(180)
-def test_engine_joining_mid_run_takes_work_and_chain_is_unchanged(external_cluster,
-                                                                  add_external_engine):
+def test_engine_joining_mid_run_takes_work_and_chain_is_unchanged(
+    external_cluster, add_external_engine
+):
     """An engine started after step 5 takes work from the map after it
     registers: the run goes on until the newcomer has computed in 5 steps
     (at most 3000 steps), and the chain equals the serial one of as many."""
@@ -28,8 +30,13 @@ def test_engine_joining_mid_run_takes_work_and_chain_is_unchanged(external_clust
                 return len(steps_with_newcomer) >= 5
 
             helpers.assert_chain_matches_serial(
-                pool, helpers.slow_gaussian_with_pid, 3000, args=(4e-3,), blobs=False,
-                on_step=on_step)
+                pool,
+                helpers.slow_gaussian_with_pid,
+                3000,
+                args=(4e-3,),
+                blobs=False,
+                on_step=on_step,
+            )
             assert len(steps_with_newcomer) == 5, "the new engine never computed"
             assert pool.size == size_before + 1
     finally:

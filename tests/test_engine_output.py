@@ -1,13 +1,13 @@
 """Engines: on owned clusters output still reaches the client, flushes cost nothing
 when idle, and every thread is batch work for the scheduler; on any cluster the
 ipp transport's chunks publish no status."""
+
 from __future__ import annotations
 
 import os
 
-import pytest
-
 import helpers
+import pytest
 
 
 def _count_handoffs_and_print(text: str) -> tuple[str, int, int]:
@@ -123,7 +123,8 @@ def _thread_policies() -> list[int]:
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
 @pytest.mark.timeout(90)
 def test_owned_engines_are_batch_work_and_other_clusters_keep_their_policy(
-        pools, fresh_pool_on_external):
+    pools, fresh_pool_on_external
+):
     ours = os.sched_getscheduler(0)
     owned = pools("direct")
     owned.map(abs, [-1.0, 2.0, -3.0, 4.0])  # the direct server's threads exist
@@ -172,13 +173,21 @@ def test_status_off_for_the_quiet_session_only_and_busy_always_meets_idle(monkey
     kernel.request("pool-1", "a1", through_ipp=True)  # busy went out before: idle too
     kernel.request("pool-1", "a2", through_ipp=True)
     kernel.request("view", "v1", through_ipp=False)  # another session keeps its status
-    kernel._publish_status("busy", "shell", parent={"header": {"session": "pool-1", "msg_id": "a3"}})
+    kernel._publish_status(
+        "busy", "shell", parent={"header": {"session": "pool-1", "msg_id": "a3"}}
+    )
     assert kernel.published == [("busy", "a1"), ("idle", "a1"), ("busy", "v1"), ("idle", "v1")]
     kernel.published.clear()
     kernel.request("pool-2", "b1", through_ipp=True)
     kernel.request("pool-3", "c1", through_ipp=True)  # the oldest, pool-1, is forgotten
     kernel.request("pool-1", "a4", through_ipp=True)  # ... and quieted again, pair intact
     kernel.request("pool-1", "a5", through_ipp=True)
-    assert kernel.published == [("busy", "b1"), ("idle", "b1"), ("busy", "c1"), ("idle", "c1"),
-                                ("busy", "a4"), ("idle", "a4")]
+    assert kernel.published == [
+        ("busy", "b1"),
+        ("idle", "b1"),
+        ("busy", "c1"),
+        ("idle", "c1"),
+        ("busy", "a4"),
+        ("idle", "a4"),
+    ]
     assert list(kernel._publish_status.sessions) == ["pool-3", "pool-1"]

@@ -1,4 +1,5 @@
 """Faults with real process kills: nothing lost, nothing hangs, chains identical."""
+
 from __future__ import annotations
 
 import json
@@ -11,10 +12,10 @@ import threading
 import time
 
 import emcee
+import helpers
 import numpy as np
 import pytest
 
-import helpers
 from emcee_ipp import IPyParallelPool, MapTimeoutError, NoEnginesError
 from emcee_ipp.transport import direct
 from emcee_ipp.transport.base import EngineLost
@@ -32,8 +33,10 @@ def _state(pid: int) -> str | None:
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("transport", ["direct", "ipp", "ipp-client-sockets",
-                                       "direct-client-computes", "ipp-client-computes"])
+@pytest.mark.parametrize(
+    "transport",
+    ["direct", "ipp", "ipp-client-sockets", "direct-client-computes", "ipp-client-computes"],
+)
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "stopped"])
 def test_engine_lost_mid_run_chain_still_identical(transport, how):
     """An engine killed (or silently stopped: a lost host) during emcee's run:
@@ -41,8 +44,9 @@ def test_engine_lost_mid_run_chain_still_identical(transport, how):
     the client) and the chain equals the serial one. A stopped engine is
     noticed when it misses 20 heartbeats of 100 ms (2 s)."""
     client_computes = transport.endswith("client-computes")
-    with IPyParallelPool(2, transport=transport.split("-")[0],
-                         client_computes=client_computes) as pool:
+    with IPyParallelPool(
+        2, transport=transport.split("-")[0], client_computes=client_computes
+    ) as pool:
         if transport == "ipp-client-sockets":  # the path of a client tunnelled over SSH
             pool._transport._mux = False  # noqa: SLF001
         victim_id = pool.client.ids[0]
@@ -58,8 +62,9 @@ def test_engine_lost_mid_run_chain_still_identical(transport, how):
             # stopped engine of the pool's own cluster is then ended by the
             # pool (and replaced: tests/test_crash.py).
             deadline = time.monotonic() + 20
-            while (victim_id in pool.client.ids or _state(victim) not in (None, "Z")) \
-                    and time.monotonic() < deadline:
+            while (
+                victim_id in pool.client.ids or _state(victim) not in (None, "Z")
+            ) and time.monotonic() < deadline:
                 pool.map(helpers.gaussian, np.zeros((2, 2)))  # (each map lets the pool notice)
                 time.sleep(0.1)
             assert victim_id not in pool.client.ids
@@ -107,10 +112,16 @@ def test_every_engine_gone_is_a_clear_error_not_a_hang(transport, ipython_dir):
     NoEnginesError."""
     import ipyparallel as ipp
 
-    cluster = ipp.Cluster(n=1, profile="emcee_ipp_test", cluster_id=f"gone-{transport}",
-                          log_level=30, controller_args=[  # the owned clusters' 2 s
-                              "--HeartMonitor.period=100",
-                              "--HeartMonitor.max_heartmonitor_misses=20"])
+    cluster = ipp.Cluster(
+        n=1,
+        profile="emcee_ipp_test",
+        cluster_id=f"gone-{transport}",
+        log_level=30,
+        controller_args=[  # the owned clusters' 2 s
+            "--HeartMonitor.period=100",
+            "--HeartMonitor.max_heartmonitor_misses=20",
+        ],
+    )
     client = cluster.start_and_connect_sync(activate=False)
     try:
         with IPyParallelPool(client=client, transport=transport) as pool:
@@ -127,12 +138,16 @@ def test_every_engine_gone_is_a_clear_error_not_a_hang(transport, ipython_dir):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("transport, how, bound", [
-    ("direct", signal.SIGKILL, 2.0),  # claimed: at once, its connection drops
-    ("ipp", signal.SIGKILL, 6.0),  # claimed: 20 missed 100 ms heartbeats, 2 s
-    ("direct", signal.SIGSTOP, 6.0),  # claimed: 2 s
-    ("ipp", signal.SIGSTOP, 6.0),
-], ids=["direct-killed", "ipp-killed", "direct-stopped", "ipp-stopped"])
+@pytest.mark.parametrize(
+    "transport, how, bound",
+    [
+        ("direct", signal.SIGKILL, 2.0),  # claimed: at once, its connection drops
+        ("ipp", signal.SIGKILL, 6.0),  # claimed: 20 missed 100 ms heartbeats, 2 s
+        ("direct", signal.SIGSTOP, 6.0),  # claimed: 2 s
+        ("ipp", signal.SIGSTOP, 6.0),
+    ],
+    ids=["direct-killed", "ipp-killed", "direct-stopped", "ipp-stopped"],
+)
 def test_a_lost_engine_is_noticed_within_its_bound(transport, how, bound, tmp_path):
     """An engine lost while it computes a chunk (it hangs there) is noticed
     within the bound the README claims, with slack for a loaded machine: the
@@ -171,8 +186,10 @@ def test_hanging_log_prob_times_out_names_engine_and_pool_recovers(pool, tmp_pat
     pool.timeout = 1.0
     try:
         t0 = time.monotonic()
-        with helpers.chunk_policy(pool, helpers.FixedChunks(2)), \
-                pytest.raises(MapTimeoutError, match=r"timeout=1.0 s; engines \[\d") as info:
+        with (
+            helpers.chunk_policy(pool, helpers.FixedChunks(2)),
+            pytest.raises(MapTimeoutError, match=r"timeout=1.0 s; engines \[\d") as info,
+        ):
             pool.map(hangs, x)
         assert time.monotonic() - t0 < 3
         assert isinstance(info.value, TimeoutError)
@@ -207,7 +224,10 @@ def test_ctrl_c_in_client_is_prompt_and_leaks_nothing(transport, call, tmp_path)
     marker = tmp_path / "hung"
     proc = subprocess.Popen(
         [sys.executable, str(HERE / "ctrl_c_client.py"), transport, call, str(marker)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         cwd=HERE,
     )
     try:

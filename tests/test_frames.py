@@ -5,6 +5,7 @@ No cluster: these run in the test process, with a writer thread on the
 other end of a ``socket.socketpair``. (tests/test_direct_faults.py replays
 real requests to real engines.)
 """
+
 from __future__ import annotations
 
 import hmac

@@ -3,16 +3,17 @@
 Skips, saying why, where mpiexec or mpi4py is missing (the Makefile installs
 both on CI: Debian's openmpi-bin and libopenmpi-dev, and mpi4py).
 """
+
 from __future__ import annotations
 
 import os
 import shutil
 
 import emcee
+import helpers
 import numpy as np
 import pytest
 
-import helpers
 from emcee_ipp import IPyParallelPool, run_split
 
 
@@ -60,7 +61,9 @@ def _slurm_answers() -> bool:
     if shutil.which("sinfo") is None:
         return False
     try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return out.returncode == 0 and "idle" in out.stdout
@@ -73,8 +76,9 @@ def test_pool_on_slurm_engines(ipython_dir):
         pytest.skip("no Slurm answers `sinfo`; `sudo .ci/slurm.sh start` runs a single-node one")
     import ipyparallel as ipp
 
-    cluster = ipp.Cluster(engines="slurm", n=2, log_level=30,
-                          controller_args=["--HeartMonitor.period=300"])
+    cluster = ipp.Cluster(
+        engines="slurm", n=2, log_level=30, controller_args=["--HeartMonitor.period=300"]
+    )
     try:
         with IPyParallelPool(cluster=cluster, start_timeout=120) as pool:
             assert pool.size == 2

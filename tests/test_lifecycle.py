@@ -1,13 +1,14 @@
 """Starting, connecting, initializing and closing pools."""
+
 from __future__ import annotations
 
 import os
 import re
 
+import helpers
 import numpy as np
 import pytest
 
-import helpers
 from emcee_ipp import (
     ClusterNotFoundError,
     EngineSetupError,
@@ -24,19 +25,33 @@ def test_bad_n_is_refused_at_once(n):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"timeout": 0}, {"timeout": -1.0}, {"timeout": "5"}, {"timeout": True},
-     {"timeout": float("nan")}, {"start_timeout": None}, {"start_timeout": "60"}],
+    [
+        {"timeout": 0},
+        {"timeout": -1.0},
+        {"timeout": "5"},
+        {"timeout": True},
+        {"timeout": float("nan")},
+        {"start_timeout": None},
+        {"start_timeout": "60"},
+    ],
 )
 def test_bad_timeouts_are_refused_at_once(kwargs):
-    (name, value), = kwargs.items()
-    with pytest.raises(ValueError, match=rf"{name}={re.escape(repr(value))}: give a positive number"):
+    ((name, value),) = kwargs.items()
+    with pytest.raises(
+        ValueError, match=rf"{name}={re.escape(repr(value))}: give a positive number"
+    ):
         IPyParallelPool(2, **kwargs)
 
 
-@pytest.mark.parametrize("attribute, value, error", [
-    ("timeout", "5", ValueError), ("timeout", 0, ValueError),
-    ("client_computes", "no", TypeError), ("client_computes", 1, TypeError),
-])
+@pytest.mark.parametrize(
+    "attribute, value, error",
+    [
+        ("timeout", "5", ValueError),
+        ("timeout", 0, ValueError),
+        ("client_computes", "no", TypeError),
+        ("client_computes", 1, TypeError),
+    ],
+)
 def test_bad_settings_on_a_live_pool_are_refused(pools, attribute, value, error):
     pool = pools("direct")
     before = getattr(pool, attribute)
@@ -113,8 +128,9 @@ def test_context_manager_closes(external_cluster):
         p.map(helpers.gaussian, np.ones((2, 2)))
 
 
-def test_initializer_runs_on_every_engine_including_late_ones(external_cluster,
-                                                             add_external_engine):
+def test_initializer_runs_on_every_engine_including_late_ones(
+    external_cluster, add_external_engine
+):
     client = external_cluster.connect_client_sync()
     try:
         with IPyParallelPool(

@@ -1,10 +1,11 @@
 """The pool's map against the built-in map, on the same inputs."""
+
 from __future__ import annotations
 
+import helpers
 import numpy as np
 import pytest
 
-import helpers
 from emcee_ipp import RemoteLogProbError
 
 
@@ -20,9 +21,7 @@ def _same(got, want):
             assert g == w or (np.isnan(g) and np.isnan(w))
 
 
-@pytest.mark.parametrize(
-    "func", [helpers.gaussian, helpers.gaussian_np, helpers.returns_int]
-)
+@pytest.mark.parametrize("func", [helpers.gaussian, helpers.gaussian_np, helpers.returns_int])
 @pytest.mark.parametrize("n_items", [1, 2, 3, 50, 101])
 def test_scalars_match_builtin_map(pool, func, n_items):
     x = np.random.default_rng(n_items).normal(size=(n_items, 3))
@@ -138,13 +137,18 @@ def test_what_the_log_prob_prints_is_capped_per_chunk_and_stream(pool, capsys):
         want = ""
         for chunk in (x[:2], x[2:]):
             full = "".join(case(chr(97 + int(r[0]))) * 600_000 + "\n" for r in chunk)
-            want += (full[:PRINT_CAP] + f"\n[emcee_ipp: {len(full) - PRINT_CAP} more "
-                     "characters of output dropped]\n")
+            want += (
+                full[:PRINT_CAP] + f"\n[emcee_ipp: {len(full) - PRINT_CAP} more "
+                "characters of output dropped]\n"
+            )
         same = text == want  # (not in the assert: pytest would diff 2 MB)
         assert same, f"{len(text)} characters, want {len(want)}: {text[-80:]!r}"
 
 
 def _metadata_text(pool) -> int:
     """Characters of engine output the ipyparallel client holds."""
-    return sum(len(md.get("stdout") or "") + len(md.get("stderr") or "")
-               for md in list(pool.client.metadata.values()) if isinstance(md, dict))
+    return sum(
+        len(md.get("stdout") or "") + len(md.get("stderr") or "")
+        for md in list(pool.client.metadata.values())
+        if isinstance(md, dict)
+    )

@@ -5,16 +5,17 @@ The controller runs in the root namespace on a bridge (10.213.0.1); each
 veth pair. Engines run inside the namespaces. Needs root and iproute2 (the
 Makefile installs it); skips, saying why, where namespaces cannot be made.
 """
+
 from __future__ import annotations
 
 import time
 
 import emcee
+import helpers
+import netns
 import numpy as np
 import pytest
 
-import helpers
-import netns
 from emcee_ipp import IPyParallelPool, NoEnginesError, run_split
 
 HOSTS = 2
@@ -69,8 +70,9 @@ def test_engine_killed_on_a_host_chain_identical(hosts, ipython_dir):
                 if sampler.iteration == 6:
                     victim.kill()
 
-            helpers.assert_chain_matches_serial(pool, helpers.sleepy_gaussian, 40, args=(2e-3,),
-                                                on_step=kill_after_step_6)
+            helpers.assert_chain_matches_serial(
+                pool, helpers.sleepy_gaussian, 40, args=(2e-3,), on_step=kill_after_step_6
+            )
             assert pool.size == len(hosts) - 1
 
 
@@ -87,8 +89,9 @@ def test_cut_host_is_dropped_then_all_cut_is_a_clear_error(netns_cluster, hosts)
             if sampler.iteration == 6:
                 netns.ip("link", "set", dev0, "down", ns=ns0)
 
-        helpers.assert_chain_matches_serial(pool, helpers.sleepy_gaussian, 40, args=(2e-3,),
-                                            on_step=cut_host_0_after_step_6)
+        helpers.assert_chain_matches_serial(
+            pool, helpers.sleepy_gaussian, 40, args=(2e-3,), on_step=cut_host_0_after_step_6
+        )
         assert pool.size == len(hosts) - 1
         netns.ip("link", "set", dev1, "down", ns=ns1)
         t0 = time.monotonic()

@@ -21,6 +21,7 @@ What each sampler does with ``pool=`` (dynesty 3.1, zeus 2.5.4, nautilus 1.0.6):
   training networks and for sampling bounds (``functools.partial`` objects
   made anew each time, the latter holding a bound method).
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,6 @@ import sys
 
 import numpy as np
 import pytest
-
 import sampler_models as models
 
 HERE = pathlib.Path(__file__).parent
@@ -73,8 +73,9 @@ def _reference(references, name, make):
 @pytest.mark.parametrize("kind", list(models.DYNESTY_RUNS))
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_dynesty_identical_to_multiprocessing(pools, mp_pool, references, transport, kind):
-    expected = _reference(references, f"dynesty {kind}",
-                          lambda: models.run_dynesty(kind, mp_pool).results)
+    expected = _reference(
+        references, f"dynesty {kind}", lambda: models.run_dynesty(kind, mp_pool).results
+    )
     sampler = models.run_dynesty(kind, pools(transport))
     assert sampler.queue_size == models.DYNESTY_QUEUE[kind]
     assert models.same_dynesty_results(sampler.results, expected)
@@ -96,14 +97,22 @@ def test_dynesty_from_a_script(tmp_path, transport):
     env = dict(os.environ, PYTHONPATH=_without_tests_dir(os.environ.get("PYTHONPATH", "")))
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), transport],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(report) == {f"{where} {kind}" for where in ("main", "module")
-                           for kind in models.DYNESTY_RUNS}
-    wrong = {run: r for run, r in report.items()
-             if not (r.get("identical") and r["queue_size"] == models.DYNESTY_QUEUE[run.split()[1]])}
+    assert set(report) == {
+        f"{where} {kind}" for where in ("main", "module") for kind in models.DYNESTY_RUNS
+    }
+    wrong = {
+        run: r
+        for run, r in report.items()
+        if not (r.get("identical") and r["queue_size"] == models.DYNESTY_QUEUE[run.split()[1]])
+    }
     assert not wrong, f"differ from multiprocessing.Pool(2), or failed: {wrong}"
 
 
@@ -118,16 +127,18 @@ def _run_zeus(pool, nsteps=40, seed=3):
     seeded here, and restored after."""
     import zeus
 
-    saved = np.random.get_state(), random.getstate()
-    np.random.seed(seed)
+    # zeus reads numpy's global state, so that is the state to seed
+    saved = np.random.get_state(), random.getstate()  # noqa: NPY002
+    np.random.seed(seed)  # noqa: NPY002
     random.seed(seed)
     try:
-        sampler = zeus.EnsembleSampler(ZEUS_WALKERS, models.NDIM, models.scaled_gaussian,
-                                       pool=pool, verbose=False)
+        sampler = zeus.EnsembleSampler(
+            ZEUS_WALKERS, models.NDIM, models.scaled_gaussian, pool=pool, verbose=False
+        )
         start = np.random.RandomState(5).normal(size=(ZEUS_WALKERS, models.NDIM))
         sampler.run_mcmc(start, nsteps, progress=False)
     finally:
-        np.random.set_state(saved[0])
+        np.random.set_state(saved[0])  # noqa: NPY002
         random.setstate(saved[1])
     return sampler
 
@@ -150,8 +161,15 @@ def _run_nautilus(pool, seed=4):
     import nautilus
 
     # Few live points and one small network: seconds, not minutes.
-    sampler = nautilus.Sampler(models.box_prior, models.gaussian_loglike, n_dim=models.NDIM,
-                               pool=pool, seed=seed, n_live=100, n_networks=1)
+    sampler = nautilus.Sampler(
+        models.box_prior,
+        models.gaussian_loglike,
+        n_dim=models.NDIM,
+        pool=pool,
+        seed=seed,
+        n_live=100,
+        n_networks=1,
+    )
     sampler.run(verbose=False, f_live=0.5, n_eff=100)
     return sampler
 

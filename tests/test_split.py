@@ -1,22 +1,29 @@
 """run_split on a real cluster: shapes, seeds, statistics, resume, faults."""
+
 from __future__ import annotations
 
 import copy
-import re
 import os
+import re
 import shutil
 import signal
 import time
 
 import emcee
+import helpers
 import numpy as np
 import pytest
 
-import helpers
-from emcee_ipp import EmceeIppError, EngineCrashError, IPyParallelPool, SplitResult, run_split
-from emcee_ipp import _ensemble
-from emcee_ipp import split as split_module
+from emcee_ipp import (
+    EmceeIppError,
+    EngineCrashError,
+    IPyParallelPool,
+    SplitResult,
+    _ensemble,
+    run_split,
+)
 from emcee_ipp import _quickstart as qs
+from emcee_ipp import split as split_module
 
 NWALKERS, NDIM = 16, 3
 
@@ -30,7 +37,9 @@ def _p0(seed=0, nwalkers=NWALKERS, ndim=NDIM):
 
 
 def test_shapes(split_pool):
-    r = run_split(split_pool, _sampler(helpers.gaussian_with_sum_blob), _p0(), 50, n_ensembles=3, seed=1)
+    r = run_split(
+        split_pool, _sampler(helpers.gaussian_with_sum_blob), _p0(), 50, n_ensembles=3, seed=1
+    )
     assert isinstance(r, SplitResult)
     assert r.iteration == 50 and r.n_ensembles == 3
     assert r.get_chain().shape == (50, 3 * NWALKERS, NDIM)
@@ -42,7 +51,7 @@ def test_shapes(split_pool):
     assert r.get_autocorr_time(quiet=True).shape == (NDIM,)
     # Ensembles side by side along the walker axis, in index order.
     for e in r.ensembles:
-        block = r.get_chain()[:, e.index * NWALKERS:(e.index + 1) * NWALKERS]
+        block = r.get_chain()[:, e.index * NWALKERS : (e.index + 1) * NWALKERS]
         assert np.array_equal(block, e.backend.get_chain())
         assert e.engine_id in split_pool.client.ids
         assert isinstance(e.seed, np.random.SeedSequence)
@@ -56,7 +65,9 @@ def test_per_ensemble_initial_states(split_pool):
     for i, start in enumerate(starts):  # ensemble i ran as if every one began at its start
         alone = run_split(split_pool, _sampler(), start, 5, n_ensembles=2, seed=3).ensembles[i]
         assert np.array_equal(r.ensembles[i].backend.get_chain(), alone.backend.get_chain())
-    assert not np.array_equal(r.ensembles[0].backend.get_chain(), r.ensembles[1].backend.get_chain())
+    assert not np.array_equal(
+        r.ensembles[0].backend.get_chain(), r.ensembles[1].backend.get_chain()
+    )
 
 
 def test_same_seed_same_result_whatever_the_engines(split_pool, external_cluster):
@@ -103,8 +114,14 @@ def test_posterior_agrees_with_long_serial_run(split_pool):
     serial = emcee.EnsembleSampler(nwalkers, 3, qs.lnprob, args=data)
     serial.random_state = np.random.RandomState(11).get_state()
     serial.run_mcmc(p0, 2400)
-    split = run_split(split_pool, emcee.EnsembleSampler(nwalkers, 3, qs.lnprob, args=data),
-                      p0, 1300, n_ensembles=2, seed=12)
+    split = run_split(
+        split_pool,
+        emcee.EnsembleSampler(nwalkers, 3, qs.lnprob, args=data),
+        p0,
+        1300,
+        n_ensembles=2,
+        seed=12,
+    )
 
     def mean_and_se(chain):  # chain: (nsteps, nwalkers, ndim)
         tau = emcee.autocorr.integrated_time(chain, quiet=True)
@@ -134,9 +151,7 @@ def test_rhat_flags_ensembles_stuck_in_different_modes(split_pool):
     so R-hat is ~ sqrt(1 + 16/2) = 3 when half the ensembles sit in each."""
     ndim = 2
     sampler = emcee.EnsembleSampler(NWALKERS, ndim, helpers.bimodal)
-    starts = np.stack([
-        _p0(s, ndim=ndim) * 0.1 + (4.0 if s % 2 else -4.0) for s in range(4)
-    ])
+    starts = np.stack([_p0(s, ndim=ndim) * 0.1 + (4.0 if s % 2 else -4.0) for s in range(4)])
     r = run_split(split_pool, sampler, starts, 200, n_ensembles=4, seed=8)
     assert np.all(r.rhat(discard=50) > 1.5), r.rhat(discard=50)
 
@@ -173,9 +188,17 @@ def test_files_are_owner_only_whatever_the_umask(tmp_path):
 @pytest.mark.timeout(120)
 def test_a_failing_ensemble_stops_the_others_and_is_named(split_pool, tmp_path):
     starts = np.stack([_p0(0) - 1000.0, _p0(1)])  # ensemble 0 raises at its first step
-    with pytest.raises(EmceeIppError, match=r"ensemble 0 failed on engine \d+: ValueError: far out"):
-        run_split(split_pool, _sampler(helpers.raises_far_else_slow), starts, 5000,
-                  seed=3, backend_dir=tmp_path)
+    with pytest.raises(
+        EmceeIppError, match=r"ensemble 0 failed on engine \d+: ValueError: far out"
+    ):
+        run_split(
+            split_pool,
+            _sampler(helpers.raises_far_else_slow),
+            starts,
+            5000,
+            seed=3,
+            backend_dir=tmp_path,
+        )
     # Ensemble 1 (5000 steps of 16 walkers x 2 ms: minutes) was stopped, its
     # file closed and its steps kept, not left running on its engine.
     other = str(tmp_path / "ensemble_0001.h5")
@@ -232,8 +255,10 @@ def test_user_sampler_unchanged(split_pool):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(initial_state=np.zeros((3, 3)), nsteps=5),
-         r"shape \(3, 3\); expected \(16, 3\) .* or \(2, 16, 3\)"),
+        (
+            dict(initial_state=np.zeros((3, 3)), nsteps=5),
+            r"shape \(3, 3\); expected \(16, 3\) .* or \(2, 16, 3\)",
+        ),
         (dict(initial_state=np.zeros((16, 3)), nsteps=0), "nsteps=0"),
         (dict(initial_state=None, nsteps=5), "backend_dir is None"),
     ],
@@ -282,8 +307,16 @@ def test_engine_killed_mid_run_restarts_elsewhere(tmp_path, with_files, monkeypa
                 os.kill(victim, signal.SIGKILL)
 
         monkeypatch.setattr(split_module._Scheduler, "_set_steps", set_steps_and_kill)
-        r = run_split(victim_pool, sampler, _p0(), 300, n_ensembles=2, seed=5,
-                      backend_dir=backend_dir, progress=True)
+        r = run_split(
+            victim_pool,
+            sampler,
+            _p0(),
+            300,
+            n_ensembles=2,
+            seed=5,
+            backend_dir=backend_dir,
+            progress=True,
+        )
         assert killed and victim not in victim_pool.engine_pids.values()  # it really died
         assert victim_pool.size == 2  # and the pool's own cluster replaced it
         undisturbed = run_split(victim_pool, sampler, _p0(), 300, n_ensembles=2, seed=5)
@@ -306,8 +339,9 @@ def test_an_ensemble_that_kills_its_engine_is_named_and_the_others_resume(tmp_pa
     starts = np.stack([_p0(1), _p0(2) + 100.0])
     with IPyParallelPool(2) as pool:
         with pytest.raises(EngineCrashError) as info:
-            run_split(pool, _sampler(helpers.exits_far_out), starts, 100_000, seed=4,
-                      backend_dir=tmp_path)
+            run_split(
+                pool, _sampler(helpers.exits_far_out), starts, 100_000, seed=4, backend_dir=tmp_path
+            )
         err = info.value
         assert err.ensemble == 1 and err.exitcode == 3 and err.params is None
         assert "ensemble 1 killed its engine (exit code 3)" in str(err)
@@ -317,8 +351,7 @@ def test_an_ensemble_that_kills_its_engine_is_named_and_the_others_resume(tmp_pa
         assert 0 < k < 100_000
         # Ensemble 1, never saved, starts again from its start: under a
         # log-prob that does not crash there, every ensemble finishes.
-        resumed = run_split(pool, _sampler(helpers.sleepy_gaussian), None, 20,
-                            backend_dir=tmp_path)
+        resumed = run_split(pool, _sampler(helpers.sleepy_gaussian), None, 20, backend_dir=tmp_path)
         straight = run_split(pool, _sampler(helpers.sleepy_gaussian), starts, k + 20, seed=4)
     assert resumed.ensembles[0].resumed_from == k
     ours, theirs = resumed.ensembles[0].backend, straight.ensembles[0].backend

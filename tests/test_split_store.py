@@ -10,6 +10,7 @@ emcee's own ``HDFBackend``, and resuming it must give, bit for bit, the run
 that was never killed: chain, log-prob, blobs, acceptance counts and random
 state.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,15 +21,19 @@ import sys
 import emcee
 import numpy as np
 import pytest
-
 import split_crash_script as script
 
 HERE = pathlib.Path(__file__).resolve().parent
 
 
 def _script(*args) -> str:
-    done = subprocess.run([sys.executable, str(HERE / "split_crash_script.py"), *args],
-                          cwd=HERE, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [sys.executable, str(HERE / "split_crash_script.py"), *args],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -63,7 +68,8 @@ def _assert_same_run(a, b) -> None:
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("how", ["exit", "exit --tear", "kill"])
 def test_a_kill_anywhere_in_the_save_leaves_a_file_that_resumes_bit_identically(
-        points, straight, tmp_path, how):
+    points, straight, tmp_path, how
+):
     mode, *flags = how.split()
     numbers = [str(n) for n in range(1, len(points) + 1)]
     ended = json.loads(_script(mode, str(tmp_path), *flags, *numbers).splitlines()[-1])
@@ -83,4 +89,6 @@ def test_a_kill_anywhere_in_the_save_leaves_a_file_that_resumes_bit_identically(
         try:
             _assert_same_run(resumed, straight)
         except AssertionError as exc:
-            raise AssertionError(f"killed at point {n} {points[int(n) - 1]} ({how}): {exc}") from exc
+            raise AssertionError(
+                f"killed at point {n} {points[int(n) - 1]} ({how}): {exc}"
+            ) from exc

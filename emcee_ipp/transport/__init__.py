@@ -5,6 +5,7 @@ function's bytes, a chunk of positions); a transport decides *how*. Every
 transport runs the same engine code, :func:`emcee_ipp._engine.evaluate`,
 and passes the same contract tests.
 """
+
 from .base import EngineLost, Transport
 from .direct import DirectTransport, DirectUnavailable
 from .ipp import IppTransport

@@ -25,6 +25,7 @@ its connection or another.)
 One server per engine process, shared by every pool of the same cluster
 (they share the session key); their chunks are evaluated one at a time.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,8 +42,8 @@ import uuid
 from urllib.parse import urlparse
 
 from .. import _engine
-from .._host import machine_id, usable_cores
 from .._cache import MAX_ENTRIES
+from .._host import machine_id, usable_cores
 from . import _frames
 
 log = logging.getLogger("emcee_ipp.direct")
@@ -76,7 +77,9 @@ def serve() -> list[str]:
     if "urls" not in _SERVER:
         key = _session_key()
         if not key:
-            raise RuntimeError("the cluster has no session key: refusing an unauthenticated channel")
+            raise RuntimeError(
+                "the cluster has no session key: refusing an unauthenticated channel"
+            )
         ip = _interface_ip()
         listeners = [socket.create_server((ip, 0))]
         urls = [f"tcp://{ip}:{listeners[0].getsockname()[1]}"]
@@ -250,7 +253,7 @@ def _handle(session, header: dict, parts: list) -> list:
         chunk = _frames.decode_chunk(header, parts[0])
         payload = parts[1] if header.get("payload") else None  # unpickled, not kept
         keys = header.get("objects")  # cached objects the items name, sent last
-        objects = list(zip(keys, parts[len(parts) - len(keys):])) if keys else ()
+        objects = list(zip(keys, parts[len(parts) - len(keys) :])) if keys else ()
         with _EVALUATING:
             with _BUSY:
                 cancelled = rid in _CANCELLED
@@ -269,8 +272,13 @@ def _handle(session, header: dict, parts: list) -> list:
         fields, data = _frames.encode_reply(reply)
     except Exception as exc:  # e.g. a blob that cannot be pickled: the client must hear of it
         fields, data = _frames.encode_reply(
-            ("error", 0, type(exc).__name__, f"the results could not be sent back: {exc}",
-             traceback.format_exc())
+            (
+                "error",
+                0,
+                type(exc).__name__,
+                f"the results could not be sent back: {exc}",
+                traceback.format_exc(),
+            )
         )
     return session.pack({"id": rid, **fields}, data)
 

@@ -45,6 +45,7 @@ header says their shape. Other items (dicts of named parameters, dynesty's
 tuples) travel as the ``_wire.Packed`` bytes ``_shipping`` made; other
 results (tuples with blobs) travel pickled.
 """
+
 from __future__ import annotations
 
 import hmac

@@ -17,7 +17,10 @@ wait for the idle status, still get theirs. The kernel's method is wrapped
 on any cluster, the user's too, and stays wrapped after the pool closes
 (it only ever drops the status of the sessions it was given).
 """
+
 from __future__ import annotations
+
+from typing import Any
 
 from .. import _engine
 
@@ -58,7 +61,7 @@ def _quiet() -> None:
         session, msg_id = parent["header"]["session"], parent["header"]["msg_id"]
     except Exception:  # another ipykernel: status stays on
         return
-    publish = kernel._publish_status
+    publish = kernel._publish_status  # noqa: SLF001 (ipykernel has no hook for status)
     if not hasattr(publish, "sessions"):  # once per engine: wrap the kernel's method
         publish = _wrap(kernel, publish)
     if session not in publish.sessions:
@@ -68,20 +71,24 @@ def _quiet() -> None:
             del publish.sessions[next(iter(publish.sessions))]
 
 
-def _wrap(kernel, publish):
+def _wrap(kernel, publish) -> Any:
+    sessions: dict = {}  # sessions whose requests publish no status, oldest first
+    let_through: set = set()  # msg_ids whose status still goes out
+
     def _publish_status(status, *args, **kwargs):  # (status, channel, parent=None)
         try:
             header = _parent(kernel, *args, **kwargs)["header"]
-            quiet = header["session"] in _publish_status.sessions
-            if quiet and header["msg_id"] in _publish_status.let_through:
+            quiet = header["session"] in sessions
+            if quiet and header["msg_id"] in let_through:
                 quiet = False
                 if status == "idle":
-                    _publish_status.let_through.discard(header["msg_id"])
+                    let_through.discard(header["msg_id"])
         except Exception:  # arguments this code does not know: status stays on
             quiet = False
         return None if quiet else publish(status, *args, **kwargs)
 
-    _publish_status.sessions = {}  # sessions whose requests publish no status, oldest first
-    _publish_status.let_through = set()  # msg_ids whose status still goes out
-    kernel._publish_status = _publish_status
-    return _publish_status
+    wrapper: Any = _publish_status  # the state rides on it, for _quiet
+    wrapper.sessions = sessions
+    wrapper.let_through = let_through
+    kernel._publish_status = wrapper  # noqa: SLF001 (ipykernel has no hook for status)
+    return wrapper

@@ -20,6 +20,7 @@ trivial function went from 2.5-3.0 ms to 1.5-1.7 ms per call on 2 cores.
 A client tunnelled over SSH keeps its own path (the tunnel belongs to it):
 :func:`open_for` returns None and the transport uses the client's sockets.
 """
+
 from __future__ import annotations
 
 import logging
@@ -70,18 +71,22 @@ class MuxSocket:
         """Send ``f(*args)`` to the engine routed as ``ident``; return the msg_id."""
         session = self._session
         buffers = pack_apply_message(
-            f, args, {},
+            f,
+            args,
+            {},
             buffer_threshold=session.buffer_threshold,
             item_threshold=session.item_threshold,
         )
         try:
-            msg = session.send(self._socket, "apply_request", content={}, buffers=buffers,
-                               ident=ident, metadata={})
+            msg = session.send(
+                self._socket, "apply_request", content={}, buffers=buffers, ident=ident, metadata={}
+            )
         except zmq.Again as exc:
             raise ClusterNotFoundError(
                 f"could not send to the controller for {SEND_TIMEOUT_MS // 1000} s: it "
                 "is gone or unreachable. Check the cluster, then create a new pool."
             ) from exc
+        assert msg is not None  # (Session.send sends nothing from a forked child)
         msg_id = msg["header"]["msg_id"]
         self._awaited.add(msg_id)
         return msg_id
@@ -110,10 +115,12 @@ class MuxSocket:
         self._ctx.term()
 
     def _drain(self) -> list:
-        got = []
+        got: list = []
         while True:
             try:
-                _, msg = self._session.recv(self._socket, mode=zmq.NOBLOCK, content=True, copy=False)
+                _, msg = self._session.recv(
+                    self._socket, mode=zmq.NOBLOCK, content=True, copy=False
+                )
             except ValueError as exc:  # a bad signature: drop it, never unpickle it
                 self.dropped += 1
                 log.warning("emcee_ipp: dropped a reply that failed authentication: %s", exc)

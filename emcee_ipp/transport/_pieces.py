@@ -17,6 +17,7 @@ deaths: 2 for the chunk, 1 for each halving (10, 5, 3, 2), 2 for the walker.
 A split chunk's pieces' replies are merged back into one reply for the
 chunk, so the rest of the map never sees the split.
 """
+
 from __future__ import annotations
 
 from .._wire import OBJECTS, unpack_results

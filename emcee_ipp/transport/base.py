@@ -7,12 +7,14 @@ transport shares: handing chunks to engines as they become free, sending the
 function's bytes to engines that lack them, and giving a lost engine's chunk
 to another engine.
 """
+
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Any, Callable, Iterator, Protocol
+from collections.abc import Generator, Sequence
+from typing import Any, Callable, Protocol
 
 from ..exceptions import MapTimeoutError, NoEnginesError
 from ._pieces import FAILED, Pieces
@@ -29,16 +31,22 @@ class Transport(ABC):
     """How chunks reach engines and replies come back (client side)."""
 
     name: str
-    # Whether a map that needs fewer chunks than engines should start on the
-    # next engine each call (True) or on the first (False). See the subclasses.
-    rotate_engines: bool = True
+
+    @property
+    def rotate_engines(self) -> bool:
+        """Whether a map that needs fewer chunks than engines should start on
+        the next engine each call (True) or on the first (False). See the
+        subclasses."""
+        return True
+
     # Engines whose chunks the last map gave up unfinished (an error, a
     # timeout, Ctrl-C): the ones to interrupt, and only those.
     abandoned: tuple = ()
 
     @abstractmethod
-    def submit(self, engine_id: int, token: str, payload: bytes | None, chunk,
-               objects: list = ()) -> Any:
+    def submit(
+        self, engine_id: int, token: str, payload: bytes | None, chunk, objects: Sequence = ()
+    ) -> Any:
         """Start ``_engine.evaluate(token, payload, chunk, ..., objects)`` on one
         engine; return a handle. ``chunk`` is a float64 array or a
         ``_wire.Packed``; ``objects`` the ``(token, bytes)`` of cached objects
@@ -58,7 +66,9 @@ class Transport(ABC):
         return False
 
     def forget(self, handles: list) -> None:
-        """Stop tracking ``handles`` whose replies will never be read."""
+        """Stop tracking ``handles`` whose replies will never be read (by
+        default there is nothing to stop)."""
+        return None
 
     def owing(self):
         """Engines still busy with a chunk given up earlier, which new chunks
@@ -67,9 +77,12 @@ class Transport(ABC):
 
     def add_engines(self, engine_ids: list[int], timeout: float) -> None:
         """Make new engines reachable (ipyparallel's messages reach them already)."""
+        return None
 
     def remove_engine(self, engine_id: int) -> None:
-        """Drop what the transport holds for an engine that left."""
+        """Drop what the transport holds for an engine that left (by default
+        nothing)."""
+        return None
 
     def interrupt(self, engine_ids: list[int], given_up_only: bool = False) -> bool:
         """Interrupt map work the transport runs outside the engines' main
@@ -79,15 +92,20 @@ class Transport(ABC):
         return False
 
     def close(self) -> None:
-        """Release what the transport holds (sockets, views)."""
+        """Release what the transport holds (sockets, views; by default
+        nothing)."""
+        return None
 
-    def run_map(self, entry, items, bounds, engines, timeout, roster, local=None, encode=None) -> list:
+    def run_map(
+        self, entry, items, bounds, engines, timeout, roster, local=None, encode=None
+    ) -> list:
         """Evaluate every chunk; return ``(engine_id, reply)`` per chunk, in
         chunk order (:meth:`iter_map`'s replies; after an error reply, None
         for the chunks not finished)."""
         replies: list = [None] * len(bounds)
-        for i, eid, reply in self.iter_map(entry, items, bounds, engines, timeout, roster,
-                                           local, encode):
+        for i, eid, reply in self.iter_map(
+            entry, items, bounds, engines, timeout, roster, local, encode
+        ):
             replies[i] = (eid, reply)
         return replies
 
@@ -101,7 +119,7 @@ class Transport(ABC):
         roster: Roster,
         local: Callable[[Any], tuple] | None = None,
         encode: Callable[[Any], tuple] | None = None,
-    ) -> Iterator[tuple[int, int | None, tuple]]:
+    ) -> Generator[tuple[int, int | None, tuple], None, None]:
         """Evaluate every chunk; yield ``(chunk index, engine_id, reply)`` as
         each finishes, and stop after an error reply.
 
@@ -141,16 +159,22 @@ class Transport(ABC):
                     objects = [(e.token, e.payload) for e in named if eid not in e.engines]
                     inflight[self.submit(eid, entry.token, payload, chunk, objects)] = (p, eid)
                 if mine is not None and not self.sending():  # the engines compute meanwhile
+                    assert local is not None  # (the client has pieces only with local)
                     a, b = pieces.spans[mine]
                     finished.append((mine, None, local(items[a:b])))
                     mine = _own_piece(pending, pieces) if not inflight else None
                     wake = 0.0  # collect what finished meanwhile, then go on
                 else:
-                    wake = WAKE_S if deadline is None else min(
-                        WAKE_S, max(0.0, deadline - time.monotonic()))
+                    wake = (
+                        WAKE_S
+                        if deadline is None
+                        else min(WAKE_S, max(0.0, deadline - time.monotonic()))
+                    )
                 done = self.wait_first(list(inflight), wake) if inflight else []
                 for handle, reply in done:
-                    if handle not in inflight:  # sent by a map interrupted before it held the handle
+                    if (
+                        handle not in inflight
+                    ):  # sent by a map interrupted before it held the handle
                         continue
                     p, eid = inflight.pop(handle)
                     if isinstance(reply, EngineLost):
@@ -172,17 +196,21 @@ class Transport(ABC):
                             idle.append(eid)
                 if done and pending and not idle:
                     self._recruit(inflight, idle, roster.live(), lost)
-                elif not done and (local is None or inflight or not pending
-                                   or pieces.tainted(pending[-1])):
+                elif not done and (
+                    local is None or inflight or not pending or pieces.tainted(pending[-1])
+                ):
                     # (with nothing in flight, the client finishes the map itself)
-                    finished.extend(self._check(inflight, idle, pending, roster, deadline,
-                                                timeout, lost, pieces))
+                    finished.extend(
+                        self._check(
+                            inflight, idle, pending, roster, deadline, timeout, lost, pieces
+                        )
+                    )
                 if local is not None and mine is None and pending and not idle:
                     mine = _own_piece(pending, pieces)  # every engine is busy: the client takes one
                 if finished:
                     held_at = time.monotonic()
-                    for p, eid, reply in finished:
-                        out = pieces.done(p, eid, reply)
+                    for p, by, reply in finished:  # by: an engine id, None for the client
+                        out = pieces.done(p, by, reply)
                         if out is None:  # a piece of a split chunk, not the last
                             continue
                         yield out
@@ -191,7 +219,9 @@ class Transport(ABC):
                     if deadline is not None:  # the consumer's time is not the map's
                         deadline += time.monotonic() - held_at
         finally:
-            self.abandoned = tuple(sorted({eid for _, eid in inflight.values()})) if inflight else ()
+            self.abandoned = (
+                tuple(sorted({eid for _, eid in inflight.values()})) if inflight else ()
+            )
             if inflight:
                 self.forget(list(inflight))
 
@@ -243,7 +273,8 @@ class Transport(ABC):
                 f" Engines {held} were still running a chunk an earlier map gave up: "
                 "a log-prob blocked in C code (a sleep, I/O, a C extension) cannot "
                 "be interrupted on the direct channel until it returns."
-                if held else ""
+                if held
+                else ""
             )
             raise MapTimeoutError(
                 f"map did not finish within timeout={timeout} s; engines {busy} "

@@ -35,6 +35,7 @@ over ZeroMQ (DEALER/ROUTER) against 16 us over a TCP socket, medians of 5000
 with both sides polling (on 2 cores). The framing this needs is a length
 prefix (``_frames``).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -105,12 +106,13 @@ def open_connection(url: str, timeout: float) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(timeout)
-            sock.connect("\0" + url[len("unix:@"):])
+            sock.connect("\0" + url[len("unix:@") :])
         except BaseException:
             sock.close()
             raise
         return sock
     address = urlparse(url)
+    assert address.port is not None  # (engines publish their urls with the port)
     sock = socket.create_connection((address.hostname, address.port), timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
@@ -177,9 +179,13 @@ class DirectTransport(Transport):
         for eid, ar in calls:
             try:
                 served = ar.get(timeout=timeout)
-                urls[eid] = [served] if isinstance(served, str) else list(served)  # str: older engines
+                urls[eid] = (
+                    [served] if isinstance(served, str) else list(served)
+                )  # str: older engines
             except Exception as exc:
-                raise DirectUnavailable(f"engine {eid} could not open a direct channel: {exc}") from exc
+                raise DirectUnavailable(
+                    f"engine {eid} could not open a direct channel: {exc}"
+                ) from exc
         deadline = time.monotonic() + PING_TIMEOUT_S
         for eid, url in urls.items():
             self._urls[eid] = url
@@ -242,8 +248,11 @@ class DirectTransport(Transport):
 
     def _refused(self, engine_id: int, why) -> None:
         self.dropped += 1
-        log.warning("emcee_ipp: dropped a message from engine %s on the direct channel, "
-                    "and hung up: %s", engine_id, why)
+        log.warning(
+            "emcee_ipp: dropped a message from engine %s on the direct channel, and hung up: %s",
+            engine_id,
+            why,
+        )
 
     def _reconnect(self, engine_id: int) -> socket.socket | None:
         """A new connection to an engine whose last one broke (an interrupted
@@ -261,7 +270,9 @@ class DirectTransport(Transport):
         (pollers would then take cores from engines that compute)."""
         per_machine = Counter(self._machines.values())
         self._spin = {
-            eid: ENGINE_SPIN_S if per_machine[self._machines[eid]] <= self._cores.get(eid, 0) else 0.0
+            eid: ENGINE_SPIN_S
+            if per_machine[self._machines[eid]] <= self._cores.get(eid, 0)
+            else 0.0
             for eid in self._sockets
             if eid in self._machines
         }
@@ -295,7 +306,9 @@ class DirectTransport(Transport):
             self._held.extend(others)  # the map's next wait_first returns them
         if handles:
             self.forget(list(handles))
-            raise self._unreachable({handles[r]: self._urls[handles[r]] for r in handles}, "no reply")
+            raise self._unreachable(
+                {handles[r]: self._urls[handles[r]] for r in handles}, "no reply"
+            )
 
     @staticmethod
     def _unreachable(urls: dict, why) -> DirectUnavailable:
@@ -344,8 +357,9 @@ class DirectTransport(Transport):
             if given_up_only and not given_up:
                 continue
             try:
-                self._control.call(eid, _direct_engine.interrupt,
-                                   sorted(given_up) if given_up else None)
+                self._control.call(
+                    eid, _direct_engine.interrupt, sorted(given_up) if given_up else None
+                )
             except Exception:  # the engine may be gone
                 pass
         return True
@@ -353,14 +367,21 @@ class DirectTransport(Transport):
     # -- the Transport contract -----------------------------------------------
 
     def submit(self, engine_id, token, payload, chunk, objects=()):
-        if self._last_reply_at is not None and not self._awaited:  # a new map: how long since the last
+        if (
+            self._last_reply_at is not None and not self._awaited
+        ):  # a new map: how long since the last
             self._gaps.append(time.perf_counter() - self._last_reply_at)
             self._gaps_short = _median(self._gaps) < ENGINE_SPIN_S
         self._last_reply_at = None
         fields, data = _frames.encode_chunk(chunk)
         spin = self._spin.get(engine_id, 0.0) if self._gaps_short else 0.0
-        header = {"op": "eval", "token": token, "payload": payload is not None,
-                  "spin": spin, **fields}
+        header = {
+            "op": "eval",
+            "token": token,
+            "payload": payload is not None,
+            "spin": spin,
+            **fields,
+        }
         parts = [data] if payload is None else [data, payload]
         if objects:
             header["objects"] = [key for key, _ in objects]
@@ -499,22 +520,28 @@ class DirectTransport(Transport):
         now = time.monotonic()
         for eid, (_, moved) in list(self._outbox.items()):
             if now - moved > IO_TIMEOUT_S:
-                log.warning("emcee_ipp: engine %s took nothing sent to it for %.0f s; "
-                            "hanging up on it", eid, IO_TIMEOUT_S)
+                log.warning(
+                    "emcee_ipp: engine %s took nothing sent to it for %.0f s; hanging up on it",
+                    eid,
+                    IO_TIMEOUT_S,
+                )
                 self._connection_broke(eid)
 
     def _core_to_spare(self, handles) -> bool:
         """Whether the client may poll: the engines computing on its machine
         leave it a core."""
         here = sum(
-            1 for rid in handles
+            1
+            for rid in handles
             if rid in self._awaited and self._machines.get(self._awaited[rid][0]) == self._machine
         )
         return here < self._machine_cores
 
     def _take_lost(self) -> list:
         """``(request id, EngineLost)`` for awaited requests of broken connections."""
-        lost = [(rid, EngineLost()) for rid in self._lost if self._awaited.pop(rid, None) is not None]
+        lost = [
+            (rid, EngineLost()) for rid in self._lost if self._awaited.pop(rid, None) is not None
+        ]
         self._lost.clear()
         return lost
 

@@ -20,10 +20,12 @@ tunnelled over SSH sends through its own sockets instead
 (``Client.send_apply_request``, a future per chunk). Set-up calls
 (:meth:`IppTransport.call`) use a view.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
 import functools
+from typing import Any, Literal
 
 from ipyparallel import error as ipp_error
 from ipyparallel.serialize import PrePickled
@@ -32,7 +34,6 @@ from .. import _engine
 from .._cache import MAX_ENTRIES
 from . import _ipp_engine, _mux
 from .base import EngineLost, Transport
-
 
 # ipyparallel ships a plain function by value (its code object, pickled again
 # on every call and rebuilt on the engine); a partial pickles it by reference,
@@ -57,7 +58,8 @@ class IppTransport(Transport):
         self._client = client
         self._views: dict = {}
         self._idents: dict = {}  # engine id -> its routing identity on the mux queue
-        self._mux = None  # a _mux.MuxSocket, opened by the first chunk (False: use the client's)
+        # opened by the first chunk (False: use the client's socket)
+        self._mux: _mux.MuxSocket | Literal[False] | None = None
 
     def _view(self, engine_id):
         view = self._views.get(engine_id)
@@ -82,7 +84,9 @@ class IppTransport(Transport):
             return self._mux.send(ident, _EVALUATE_QUIETLY, args)
         return self._client.send_apply_request(
             self._view(engine_id)._socket,  # noqa: SLF001 (the view's own mux socket)
-            _EVALUATE, args, ident=ident,
+            _EVALUATE,
+            args,
+            ident=ident,
         )
 
     def wait_first(self, handles, timeout):
@@ -91,7 +95,7 @@ class IppTransport(Transport):
         done, _ = concurrent.futures.wait(
             handles, timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED
         )
-        replies = [(future, _reply(future.result())) for future in done]
+        replies: list[tuple[Any, Any]] = [(future, _reply(future.result())) for future in done]
         for future, _ in replies:
             self._forget_history(future.msg_id)
         return replies

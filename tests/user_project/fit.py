@@ -3,14 +3,15 @@
 It imports its model from the module beside it, as scripts do, and checks
 that the pool gives what serial code gives. Prints one JSON line.
 """
+
 import json
 import sys
 
 import emcee
 import numpy as np
+from mymodel import Prior, log_prob
 
 from emcee_ipp import IPyParallelPool
-from mymodel import Prior, log_prob
 
 
 def transformed_sum(item):

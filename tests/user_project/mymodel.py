@@ -1,6 +1,6 @@
 """A user's model module, beside the script that imports it (not installed)."""
-import numpy as np
 
+import numpy as np
 import units  # another module of the user's, beside this one
 
 DATA = np.linspace(0.0, 1.0, 20)
