@@ -57,7 +57,7 @@ def run_split(
     nsteps: int,
     *,
     n_ensembles: int | None = None,
-    seed: int | None = None,
+    seed: int | np.random.SeedSequence | None = None,
     backend_dir: str | os.PathLike | None = None,
     progress: bool = False,
 ) -> SplitResult:
@@ -113,7 +113,7 @@ def run_split(
         done = [0] * n
         if backend_dir is not None:
             paths = _fresh_paths(backend_dir, n)
-    seeds = np.random.SeedSequence(seed).spawn(n)
+    seeds = _seed_sequence(seed).spawn(n)
     rng_states = [np.random.RandomState(np.random.MT19937(s)).get_state() for s in seeds]
     if saved is not None:  # ensembles with no saved step start as they first would have
         rng_states = saved[1]
@@ -247,6 +247,19 @@ def _remote_failure(i, eid, exc) -> EmceeIppError:
         f"ensemble {i} failed on engine {eid}: {exc.ename}: {exc.evalue}. "
         "The remote traceback is attached as __cause__."
     )
+
+
+def _seed_sequence(seed) -> np.random.SeedSequence:
+    """``SeedSequence(seed)``; a SeedSequence is copied, not spawned from, so
+    the same one gives the same streams at every call."""
+    if isinstance(seed, np.random.SeedSequence):
+        return np.random.SeedSequence(
+            seed.entropy,
+            spawn_key=seed.spawn_key,
+            pool_size=seed.pool_size,
+            n_children_spawned=seed.n_children_spawned,
+        )
+    return np.random.SeedSequence(seed)
 
 
 def _check_inputs(pool, sampler, nsteps, n_ensembles) -> None:

@@ -79,6 +79,16 @@ def test_same_seed_same_result_whatever_the_engines(split_pool, external_cluster
     assert np.array_equal(a.get_log_prob(), b.get_log_prob())
 
 
+def test_a_seed_sequence_is_a_seed_and_is_left_as_it_was(split_pool):
+    seq = np.random.SeedSequence(2024)
+    a = run_split(split_pool, _sampler(), _p0(), 10, n_ensembles=2, seed=seq)
+    b = run_split(split_pool, _sampler(), _p0(), 10, n_ensembles=2, seed=seq)
+    c = run_split(split_pool, _sampler(), _p0(), 10, n_ensembles=2, seed=2024)
+    assert seq.n_children_spawned == 0
+    assert np.array_equal(a.get_chain(), b.get_chain())
+    assert np.array_equal(a.get_chain(), c.get_chain())
+
+
 def test_an_emcee_state_is_a_start_as_for_run_mcmc(split_pool):
     s = _sampler()
     a = run_split(split_pool, s, emcee.State(_p0()), 20, n_ensembles=2, seed=4)
