@@ -256,7 +256,7 @@ def plot_overhead(path: Path) -> Path:
 
 
 def startup_table() -> str:
-    """bench_startup.py: seconds from creating a cluster to its first result."""
+    """bench_startup.py: seconds to the first result, each measure in fresh processes."""
     data = load("bench_startup")
     rows = []
     for name, median in data["median"].items():
@@ -264,7 +264,7 @@ def startup_table() -> str:
         rows.append([name, f"{median:.2f}", f"{min(times):.2f}–{max(times):.2f}"])
     rss = data["engine_rss_mb"]
     return (
-        markdown_table(["from start to", "median s", "range s"], rows)
+        markdown_table(["measure (a fresh process each)", "median s", "range s"], rows)
         + f"\n\nEngine memory (RSS) afterwards: {min(rss):.0f}–{max(rss):.0f} MB."
     )
 

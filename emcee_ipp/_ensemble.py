@@ -20,8 +20,9 @@ import os
 import time
 
 import cloudpickle
-import emcee
 import numpy as np
+
+from ._light_emcee import emcee
 
 # Progress messages cost an IOPub message each; a few per second per engine
 # keeps the bar live without loading the controller.

@@ -38,10 +38,10 @@ import os
 import shutil
 from typing import Callable
 
-import emcee
 import h5py
 import numpy as np
 
+from ._light_emcee import emcee
 from .exceptions import EmceeIppError
 
 GROUP = "mcmc"  # emcee's default group name
