@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import socket
 import sys
 import threading
 import time
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from emcee_ipp import IPyParallelPool, MapTimeoutError, RemoteLogProbError
-from emcee_ipp.transport import DirectUnavailable, _frames
+from emcee_ipp.transport import DirectUnavailable, _frames, direct
 from emcee_ipp.transport.base import EngineLost
 from emcee_ipp.transport.direct import open_connection
 
@@ -174,10 +175,27 @@ def test_unreachable_engines_fall_back_or_fail_clearly(external_cluster, caplog)
             with pytest.raises(DirectUnavailable, match="did not answer.*transport='ipp'"):
                 IPyParallelPool(client=client, transport="direct")
             with caplog.at_level(logging.WARNING, logger="emcee_ipp"):
+                t0 = time.monotonic()
                 with IPyParallelPool(client=client, transport="auto") as p:
+                    fell_back = time.monotonic() - t0
                     assert p.transport == "ipp"
                     assert p.map(helpers.gaussian, np.ones((3, 2))) == [-1.0] * 3
             assert "uses ipyparallel messages" in caplog.text
+            assert fell_back < direct.PING_TIMEOUT_S  # refused at once: no wait
+            # An address that takes the connection but never answers: "auto"
+            # waits PING_TIMEOUT_S (3 s) for the engine's hello, then falls
+            # back. (Slack above it for a loaded 2-core machine.)
+            with socket.create_server(("127.0.0.1", 0)) as silent:
+                port = silent.getsockname()[1]
+                helpers.remotely(
+                    client[:], helpers.point_direct_server_at, [f"tcp://127.0.0.1:{port}"]
+                )
+                t0 = time.monotonic()
+                with IPyParallelPool(client=client, transport="auto") as p:
+                    fell_back = time.monotonic() - t0
+                    assert p.transport == "ipp"
+            print(f"auto fell back in {fell_back:.2f} s from a silent address")
+            assert direct.PING_TIMEOUT_S <= fell_back < direct.PING_TIMEOUT_S + 7.0
         finally:
             for eid, url in zip(client.ids, old):
                 helpers.remotely(client[eid], helpers.point_direct_server_at, url)
@@ -395,3 +413,25 @@ def test_a_chunk_left_running_by_an_error_is_interrupted(pools):
         assert pool.map(helpers.gaussian, y) == [helpers.gaussian(r) for r in y]
         time.sleep(0.05)
     assert not pool._transport.owing()  # noqa: SLF001
+
+
+@pytest.mark.timeout(120)
+def test_a_curvezmq_cluster_uses_ipyparallel_messages(ipython_dir, monkeypatch):
+    """A cluster that encrypts its messages (CurveZMQ): the direct channel,
+    which would send in the clear, is refused with a reason, and "auto" uses
+    ipyparallel's (encrypted) messages; the chain is still serial's."""
+    import ipyparallel as ipp
+
+    monkeypatch.setenv("IPP_ENABLE_CURVE", "1")  # the controller and engines read it
+    cluster = ipp.Cluster(n=1, profile="emcee_ipp_test", cluster_id="curve", log_level=30)
+    client = cluster.start_and_connect_sync(activate=False)
+    try:
+        assert client.curve_serverkey  # really encrypted
+        with pytest.raises(DirectUnavailable, match="CurveZMQ.*transport='ipp'"):
+            IPyParallelPool(client=client, transport="direct")
+        with IPyParallelPool(client=client, transport="auto") as pool:
+            assert pool.transport == "ipp"
+            helpers.assert_chain_matches_serial(pool, helpers.gaussian, 10)
+    finally:
+        client.close()
+        cluster.stop_cluster_sync()

@@ -125,15 +125,15 @@ class DirectTransport(Transport):
 
     def __init__(self, client, control):
         self._key = client.session.key
-        if not self._key:
-            raise DirectUnavailable(
-                "the cluster has no session key, so the direct channel could not be "
-                "authenticated; use transport='ipp'."
-            )
         if getattr(client, "curve_serverkey", None):
             raise DirectUnavailable(
                 "the cluster encrypts its messages (CurveZMQ) and the direct channel "
                 "would send them in the clear; use transport='ipp'."
+            )
+        if not self._key:
+            raise DirectUnavailable(
+                "the cluster has no session key, so the direct channel could not be "
+                "authenticated; use transport='ipp'."
             )
         self._control = control  # an IppTransport, for the set-up calls
         self._retry_at: dict[int, float] = {}  # engine id -> when to try reconnecting
