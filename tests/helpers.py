@@ -254,7 +254,7 @@ class StampedLogProb:
         self.data, self.pid, self.delay = data, pid, delay
 
     def __call__(self, x):
-        start = time.time()  # one clock for every process on this machine
+        start = time.monotonic()  # one clock for every process on this machine (Linux)
         if os.getpid() == self.pid:
             time.sleep(self.delay)
         return -0.5 * float(np.dot(x, x)), os.getpid(), start
