@@ -58,8 +58,15 @@ def evaluate(
     chunk,
     max_entries: int = MAX_ENTRIES,
     objects=(),
+    *,
+    running=None,
 ):
-    """Evaluate the cached function ``token`` on every item of ``chunk``."""
+    """Evaluate the cached function ``token`` on every item of ``chunk``.
+
+    ``running``, a context manager, is entered once the function, objects
+    and items are loaded, around the run only: the transport's interrupts
+    land inside it, never in an import the loading does.
+    """
     for key, data in objects:  # what the chunk's items name, new to this engine
         try:
             _OBJECTS[key] = cloudpickle.loads(data)
@@ -92,7 +99,11 @@ def evaluate(
             return chunk
     caught = _capture.start()
     try:
-        reply = run_chunk(fn, chunk)
+        if running is None:
+            reply = run_chunk(fn, chunk)
+        else:
+            with running:
+                reply = run_chunk(fn, chunk)
     finally:
         output = _capture.stop(caught)
     if reply[0] == "ok" and reply[1] == OBJECTS:

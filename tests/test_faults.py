@@ -339,3 +339,42 @@ def test_thirty_two_engines_on_two_cores_start_and_work():
         assert [g[0] for g in got] == [helpers.gaussian(r) for r in x]
         assert len({g[1] for g in got}) == 32  # every engine took part
         assert set(pool._transport._spin.values()) == {0.0}  # more engines than cores: none polls
+
+
+SLOW_PACKAGE = """
+import os
+import time
+
+from ._part import *  # noqa: F403  (binds _part here only when _part is loaded now)
+
+if os.getpid() != {client}:
+    time.sleep({seconds})  # on an engine: the import the interrupt may land in
+
+
+def log_prob(x):
+    return _part.SCALE * float(x @ x)  # noqa: F405
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("transport", ["direct", "ipp"])
+def test_an_interrupt_never_lands_in_an_import_on_an_engine(transport, tmp_path, monkeypatch):
+    """A map times out while its engine imports the log-prob's package (its
+    unpickling does). Interrupted inside that import, the engine would keep
+    the package's submodule but not the package, and fail every later map
+    with a NameError (once seen with scipy). The interrupt waits for the run
+    to begin: the next map is right."""
+    name = f"slowpkg_{os.getpid()}_{transport}"
+    package = tmp_path / name
+    package.mkdir()
+    (package / "_part.py").write_text("SCALE = -0.5\n")
+    (package / "__init__.py").write_text(SLOW_PACKAGE.format(client=os.getpid(), seconds=3.0))
+    monkeypatch.syspath_prepend(str(tmp_path))  # the pool's own engines get it too
+    module = __import__(name)
+    x = np.arange(6.0).reshape(3, 2)
+    with IPyParallelPool(1, transport=transport, ship_modules=False) as pool:
+        pool.timeout = 1.0  # the engine spends 3 s importing
+        with pytest.raises(MapTimeoutError):
+            pool.map(module.log_prob, x)
+        pool.timeout = 60.0
+        assert pool.map(module.log_prob, x) == [module.log_prob(r) for r in x]

@@ -51,7 +51,12 @@ log = logging.getLogger("emcee_ipp.direct")
 # The longest an engine polls for the next request before sleeping (the
 # client asks for less, or none, per request).
 MAX_SPIN_S = 0.01
-_SERVER: dict = {}  # "urls", "rejected", "busy" ((thread, request id) evaluating, or None)
+# "urls", "rejected", "busy": (thread, request id, loading) of the chunk being
+# evaluated, or None. While "loading" (its function, objects and items being
+# unpickled, which may import modules) an interrupt waits for the run to
+# begin: one landing inside an import would leave half-made modules behind,
+# and the engine failing every later map that needs them.
+_SERVER: dict = {}
 # Threads interrupt() raised KeyboardInterrupt in, until they leave the busy
 # state (only they need the pending exception cleared: the ctypes call that
 # clears it costs ~20 us on this VM, twice per request).
@@ -129,6 +134,9 @@ def interrupt(request_ids=None) -> bool:
         busy = _SERVER.get("busy")
         if busy is None or (request_ids is not None and busy[1] not in request_ids):
             return False
+        if busy[2]:  # loading: stopped as its run begins (_Running)
+            _CANCELLED.add(busy[1])
+            return True
         _RAISED.add(busy[0])
         ctypes.pythonapi.PyThreadState_SetAsyncExc(
             ctypes.c_ulong(busy[0]), ctypes.py_object(KeyboardInterrupt)
@@ -206,6 +214,26 @@ def _reject(why) -> None:
     log.warning("emcee_ipp: dropped a message on the direct channel, and hung up: %s", why)
 
 
+class _Running:
+    """Entered as the chunk's run begins, after its loading: from here an
+    interrupt lands at once; one that came while it loaded lands now."""
+
+    __slots__ = ("rid",)
+
+    def __init__(self, rid):
+        self.rid = rid
+
+    def __enter__(self) -> None:
+        with _BUSY:
+            if self.rid in _CANCELLED:
+                _CANCELLED.discard(self.rid)
+                raise KeyboardInterrupt("the pool gave this chunk up while it loaded")
+            _SERVER["busy"] = (threading.get_ident(), self.rid, False)
+
+    def __exit__(self, *exc) -> None:
+        pass  # the caller ends the busy state (_end_busy)
+
+
 def _end_busy() -> None:
     """Leave the busy state, and drop an interrupt raised but not yet delivered."""
     ident = threading.get_ident()
@@ -258,11 +286,13 @@ def _handle(session, header: dict, parts: list) -> list:
             with _BUSY:
                 cancelled = rid in _CANCELLED
                 _CANCELLED.discard(rid)
-                _SERVER["busy"] = None if cancelled else (threading.get_ident(), rid)
+                _SERVER["busy"] = None if cancelled else (threading.get_ident(), rid, True)
             if cancelled:
                 raise KeyboardInterrupt("the pool gave this chunk up before it started")
             try:
-                reply = _engine.evaluate(header["token"], payload, chunk, MAX_ENTRIES, objects)
+                reply = _engine.evaluate(
+                    header["token"], payload, chunk, MAX_ENTRIES, objects, running=_Running(rid)
+                )
             finally:
                 _end_busy()
     except BaseException as exc:  # interrupted, or worse: report, never die

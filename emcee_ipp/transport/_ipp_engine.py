@@ -20,6 +20,8 @@ on any cluster, the user's too, and stays wrapped after the pool closes
 
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Any
 
 from .. import _engine
@@ -28,9 +30,44 @@ MAX_QUIET = 64  # sessions remembered per engine (one per pool that used it); ol
 
 
 def evaluate(*args):
-    """:func:`emcee_ipp._engine.evaluate`, with status off for the caller's session."""
+    """:func:`emcee_ipp._engine.evaluate`, with status off for the caller's
+    session, and a SIGINT (the pool's interrupt) held back while the chunk
+    loads: one landing inside an import would leave half-made modules
+    behind, and the engine failing every later map that needs them."""
     _quiet()
-    return _engine.evaluate(*args)
+    if threading.current_thread() is not threading.main_thread():
+        return _engine.evaluate(*args)
+    held = _HeldInterrupt()
+    previous = signal.signal(signal.SIGINT, held.hold)
+    if previous is None:  # a handler set outside Python: leave it alone
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        return _engine.evaluate(*args)
+    held.previous = previous
+    try:
+        return _engine.evaluate(*args, running=held)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _HeldInterrupt:
+    """SIGINT's handler while a chunk loads (it notes the signal), and the
+    context of its run (the usual handler back; a noted signal raised)."""
+
+    __slots__ = ("previous", "pending")
+
+    def __init__(self):
+        self.previous, self.pending = None, False
+
+    def hold(self, signum, frame) -> None:
+        self.pending = True
+
+    def __enter__(self) -> None:
+        signal.signal(signal.SIGINT, self.previous)
+        if self.pending:
+            raise KeyboardInterrupt("interrupted while the chunk loaded")
+
+    def __exit__(self, *exc) -> None:
+        pass
 
 
 def _kernel():
