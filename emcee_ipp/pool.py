@@ -553,10 +553,9 @@ class IPyParallelPool:
         return self._cluster
 
     def _engines(self) -> list[int]:
-        """Registered engine ids, preparing any the pool has not seen yet."""
-        ids = self._registered()
-        self._prepare_new(ids)
-        ids = [e for e in ids if e in self._ready]
+        """The engines a map may use (:meth:`_live_engines`), after forgetting
+        those gone; waits for one when none is left."""
+        ids = self._live_engines()
         for gone in self._ready.difference(ids):
             self._end_unregistered(gone)
             self._ready.discard(gone)
