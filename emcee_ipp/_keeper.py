@@ -38,10 +38,10 @@ TAIL_LINES = 20
 class Death:
     """How one engine process ended."""
 
-    __slots__ = ("pid", "exitcode", "output", "at")
+    __slots__ = ("exitcode", "output")
 
-    def __init__(self, pid: int, exitcode: int | None, output: str, at: float):
-        self.pid, self.exitcode, self.output, self.at = pid, exitcode, output, at
+    def __init__(self, exitcode: int | None, output: str):
+        self.exitcode, self.output = exitcode, output
 
 
 class Keeper:
@@ -55,7 +55,6 @@ class Keeper:
         self._started: deque = deque()  # monotonic times of replacements started
         self.gave_up = False  # too many replacements died: none are started any more
         self._replacing = False  # between seeing an engine end and starting another
-        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._adopt()
         self._thread = threading.Thread(target=self._run, name="emcee_ipp keeper", daemon=True)
@@ -109,9 +108,8 @@ class Keeper:
     def _record_and_replace(self, ended: list) -> None:
         for pid in ended:
             launcher = self._launchers.pop(pid)
-            death = Death(pid, _exitcode(launcher), _tail(launcher), time.monotonic())
-            with self._lock:
-                self.deaths[pid] = death
+            death = Death(_exitcode(launcher), _tail(launcher))
+            self.deaths[pid] = death  # (read by the pool's thread: one dict store)
             log.info(
                 "emcee_ipp: local engine (pid %s) ended: %s; starting another",
                 pid,
