@@ -172,10 +172,8 @@ class Transport(ABC):
                     )
                 done = self.wait_first(list(inflight), wake) if inflight else []
                 for handle, reply in done:
-                    if (
-                        handle not in inflight
-                    ):  # sent by a map interrupted before it held the handle
-                        continue
+                    if handle not in inflight:
+                        continue  # sent by a map interrupted before it held the handle
                     p, eid = inflight.pop(handle)
                     if isinstance(reply, EngineLost):
                         entry.engines.discard(eid)
