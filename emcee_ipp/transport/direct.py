@@ -367,9 +367,8 @@ class DirectTransport(Transport):
     # -- the Transport contract -----------------------------------------------
 
     def submit(self, engine_id, token, payload, chunk, objects=()):
-        if (
-            self._last_reply_at is not None and not self._awaited
-        ):  # a new map: how long since the last
+        if self._last_reply_at is not None and not self._awaited:
+            # a new map: how long since the last
             self._gaps.append(time.perf_counter() - self._last_reply_at)
             self._gaps_short = _median(self._gaps) < ENGINE_SPIN_S
         self._last_reply_at = None
