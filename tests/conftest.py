@@ -16,9 +16,10 @@ import pytest
 
 HERE = pathlib.Path(__file__).parent
 
-# No PYTHONPATH for the engines: they reach the module-level test helpers as
-# a user's engines reach the user's modules (the pool gives its own engines
-# the client's sys.path, and ships what others cannot import).
+# No extra import path in the engines' environment: they reach the
+# module-level test helpers as a user's engines reach the user's modules (the
+# pool gives its own engines the client's sys.path, and ships what others
+# cannot import).
 faulthandler.enable(file=sys.stderr)
 
 from emcee_ipp import IPyParallelPool  # noqa: E402
