@@ -34,6 +34,7 @@ import sys
 import time
 import traceback
 from collections import OrderedDict
+from contextlib import nullcontext
 
 import cloudpickle
 
@@ -50,6 +51,7 @@ _OBJECTS: OrderedDict[str, object] = OrderedDict()
 MAX_ENGINE_OBJECTS = 4 * MAX_OBJECTS
 _INITIALIZED: set = set()  # keys of pool initializers already run here
 LOAD_FAILED = -1  # the "item index" of an error raised loading the function
+_NOTHING = nullcontext()  # evaluate()'s ``running`` when the transport passes none
 
 
 def evaluate(
@@ -99,11 +101,8 @@ def evaluate(
             return chunk
     caught = _capture.start()
     try:
-        if running is None:
+        with running or _NOTHING:
             reply = run_chunk(fn, chunk)
-        else:
-            with running:
-                reply = run_chunk(fn, chunk)
     finally:
         output = _capture.stop(caught)
     if reply[0] == "ok" and reply[1] == OBJECTS:

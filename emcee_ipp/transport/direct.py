@@ -179,9 +179,8 @@ class DirectTransport(Transport):
         for eid, ar in calls:
             try:
                 served = ar.get(timeout=timeout)
-                urls[eid] = (
-                    [served] if isinstance(served, str) else list(served)
-                )  # str: older engines
+                # (a str: an older engine's single URL)
+                urls[eid] = [served] if isinstance(served, str) else list(served)
             except Exception as exc:
                 raise DirectUnavailable(
                     f"engine {eid} could not open a direct channel: {exc}"
@@ -419,13 +418,13 @@ class DirectTransport(Transport):
                 except BaseException:  # Ctrl-C mid-message: the stream is out of step
                     self._connection_broke(eid)
                     raise
-                try:
-                    if message is None:  # the engine hung up, or the link broke
-                        raise _frames.Rejected
-                    header, parts = self._sessions[eid].unpack(message)
-                except _frames.Rejected as exc:
-                    if message is not None:
+                if message is not None:
+                    try:
+                        header, parts = self._sessions[eid].unpack(message)
+                    except _frames.Rejected as exc:
                         self._refused(eid, exc)
+                        message = None
+                if message is None:  # the engine hung up, the link broke, or we refused
                     self._connection_broke(eid)
                     got.extend(self._take_lost())
                     continue
