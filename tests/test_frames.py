@@ -203,3 +203,67 @@ def test_a_forged_length_costs_only_what_was_sent(pair):
     finally:
         tracemalloc.stop()
     assert peak < 3 * sent + (1 << 16), peak
+
+
+# -- Reader: one recv per small message, never a byte past a large one -------
+
+
+@pytest.mark.timeout(60)
+def test_reader_takes_back_to_back_messages_of_every_size_in_order(pair):
+    # Small ones that arrive in one read, one that spans the reader's
+    # buffer, one far larger than it (read on its own), then small ones: each
+    # comes out whole and in order, and the stream stays in step.
+    client, engine = _session_pair()
+    sizes = [0, 10, 3000, _frames._FIRST_READ - 100, 7, 3 * _frames._FIRST_READ, 1, 2]  # noqa: SLF001
+    rng = np.random.default_rng(7)
+    payloads = [rng.bytes(n) for n in sizes]
+    wire = b"".join(
+        b"".join(_frames.framed(client.pack({"id": f"r-{i}"}, p))) for i, p in enumerate(payloads)
+    )
+    thread = threading.Thread(target=pair[0].sendall, args=(wire,))
+    thread.start()
+    reader = _frames.Reader(pair[1])
+    for i, payload in enumerate(payloads):
+        header, parts = engine.unpack(reader.recv())
+        assert header["id"] == f"r-{i}"
+        assert bytes(parts[0]) == payload
+    thread.join(30)
+    assert not reader.ready()
+    pair[0].close()
+    assert reader.recv() is None  # the end of the stream
+
+
+def test_reader_is_ready_only_with_a_whole_message_read(pair):
+    client, engine = _session_pair()
+    one, two = (b"".join(_frames.framed(client.pack({"id": i}, b"x" * 50))) for i in "ab")
+    pair[0].sendall(one + two[:20])  # the first whole, the second begun
+    reader = _frames.Reader(pair[1])
+    assert not reader.ready()  # nothing read yet
+    assert engine.unpack(reader.recv())[0]["id"] == "a"
+    assert not reader.ready()  # 20 bytes of the second: poll would say so, not ready()
+    pair[0].sendall(two[20:] + one)  # the rest of the second, and a third message
+    assert engine.unpack(reader.recv())[0]["id"] == "b"
+    assert reader.ready()  # the third came in the same read: poll would not show it
+    with pytest.raises(_frames.Rejected, match="#1 where #3 was due"):
+        engine.unpack(reader.recv())  # (a replay of the first: refused, but read whole)
+
+
+def test_a_reader_holds_little_for_a_forged_length(pair):
+    # As recv: a claimed 1 GiB that never comes costs a few times what came.
+    sent = 200_000
+    forged = _frames._LENGTH.pack(1 << 30) + b"\0" * sent  # noqa: SLF001
+
+    def forge():
+        pair[0].sendall(forged)
+        pair[0].shutdown(socket.SHUT_WR)
+
+    tracemalloc.start()
+    try:
+        thread = threading.Thread(target=forge)
+        thread.start()
+        assert _frames.Reader(pair[1]).recv() is None
+        peak = tracemalloc.get_traced_memory()[1]
+        thread.join(30)
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * sent + 2 * (1 << 16), peak

@@ -174,14 +174,16 @@ def _connection(conn, key: bytes) -> None:
     is not the next of its session (forged, replayed, reordered)."""
     poller = select.poll()
     poller.register(conn, select.POLLIN)
+    reader = _frames.Reader(conn)
     spin, session = 0.0, None
     with conn, _released(_CONNECTIONS):
         while True:
             try:
-                _end_busy()  # idle from here on: no interrupt can land in recv or send
-                if spin:
+                if _RAISED or _SERVER.get("busy") is not None:  # (as a rule, _handle ended it)
+                    _end_busy()  # idle from here on: no interrupt can land in recv or send
+                if spin and not reader.ready():
                     _spin(poller, spin)
-                message = _frames.recv(conn)
+                message = reader.recv()
                 if message is None:  # the pool closed its end
                     return
                 if session is None:  # a new connection's first message: its hello

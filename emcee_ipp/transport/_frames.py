@@ -70,6 +70,7 @@ _LENGTH = struct.Struct("<Q")
 # pieces.
 _FIRST_READ = 1 << 16
 _JOIN_BELOW = 1 << 16  # bytes of parts up to which pack joins them
+_KEYED: dict = {}  # key -> its HMAC state before any message (_signature)
 
 
 def send(sock, message: list) -> None:
@@ -82,7 +83,10 @@ def send(sock, message: list) -> None:
 def framed(message: list) -> list:
     """What goes on the stream for one :func:`pack`-ed message: its length,
     then its buffers as they are (a large part is never copied into a
-    joined message), as byte views whatever their format."""
+    joined message), as byte views whatever their format. A small message,
+    which :func:`pack` joined, goes as one buffer (a third of the time)."""
+    if len(message) == 2 and type(message[1]) is bytes:
+        return [_LENGTH.pack(len(message[0]) + len(message[1])) + message[0] + message[1]]
     views = [memoryview(b).cast("B") for b in message]
     views.insert(0, memoryview(_LENGTH.pack(sum(map(len, views)))))
     return views
@@ -106,16 +110,70 @@ def send_some(sock, views: list, flags: int = 0) -> list:
 
 
 def recv(sock) -> bytearray | None:
-    """The next message from a stream socket, or None if it was closed."""
+    """The next message from a stream socket, or None if it was closed
+    (for a socket read once; :class:`Reader` for one read again and again)."""
     head = _recv_exactly(sock, _LENGTH.size)
     if head is None:
         return None
     return _recv_exactly(sock, _LENGTH.unpack(head)[0])
 
 
-def _recv_exactly(sock, n: int) -> bytearray | None:
-    buffer = bytearray(min(n, _FIRST_READ))
-    view, got = memoryview(buffer), 0
+class Reader:
+    """The messages of one stream socket, one ``recv`` each where
+    :func:`recv` needs two (the length, then the rest): it takes whatever
+    has arrived, up to ``_FIRST_READ`` bytes, and keeps what is past the
+    message for the next call. A message larger than that is read on its
+    own, never past its end.
+
+    Used from one thread at a time. What it keeps is not visible to
+    ``poll``: check :meth:`ready` before waiting on the socket.
+    """
+
+    __slots__ = ("_sock", "_buffer", "_view", "_start", "_end")
+
+    def __init__(self, sock):
+        self._sock = sock
+        self._buffer = bytearray(_FIRST_READ)
+        self._view = memoryview(self._buffer)
+        self._start = self._end = 0  # bytes read but not yet returned: [_start, _end)
+
+    def ready(self) -> bool:
+        """Whether a whole message has been read already."""
+        have = self._end - self._start
+        return have >= _LENGTH.size and (
+            have - _LENGTH.size >= _LENGTH.unpack_from(self._buffer, self._start)[0]
+        )
+
+    def recv(self) -> bytearray | None:
+        """The next message, or None if the socket was closed."""
+        while True:
+            have = self._end - self._start
+            if have >= _LENGTH.size:
+                size = _LENGTH.unpack_from(self._buffer, self._start)[0]
+                first = self._start + _LENGTH.size
+                if have - _LENGTH.size >= size:
+                    self._start = first + size
+                    return self._buffer[first : self._start]  # (a copy: the buffer is reused)
+                if size > len(self._buffer) - _LENGTH.size:  # it cannot fit: read it on its own
+                    head = self._buffer[first : self._end]
+                    self._start = self._end = 0
+                    return _recv_exactly(self._sock, size, head)
+            if self._start == self._end:
+                self._start = self._end = 0
+            elif self._end == len(self._buffer):  # a message begun at the end: move it to the front
+                self._buffer[:have] = self._buffer[self._start : self._end]
+                self._start, self._end = 0, have
+            got = self._sock.recv_into(self._view[self._end :])
+            if not got:
+                return None
+            self._end += got
+
+
+def _recv_exactly(sock, n: int, head=b"") -> bytearray | None:
+    """``n`` bytes from ``sock``, of which ``head`` has come already."""
+    buffer = bytearray(max(min(n, _FIRST_READ), len(head)))
+    buffer[: len(head)] = head
+    view, got = memoryview(buffer), len(head)
     while got < n:
         if got == len(buffer):  # full, and more is coming: grow it
             view.release()
@@ -216,11 +274,23 @@ def pack(key: bytes, stamp: bytes, header: dict, *parts) -> list:
     prefix = stamp + len(head).to_bytes(4, "little") + head
     if sum(header["sizes"]) <= _JOIN_BELOW:
         body = b"".join([prefix, *parts])
-        return [hmac.digest(key, body, "sha256"), body]
-    mac = hmac.new(key, prefix, "sha256")
-    for part in parts:
-        mac.update(part)
-    return [mac.digest(), prefix, *parts]
+        return [_signature(key, body), body]
+    return [_signature(key, prefix, *parts), prefix, *parts]
+
+
+def _signature(key: bytes, *buffers) -> bytes:
+    """HMAC-SHA256 of ``buffers`` under ``key``. Each key's padded state is
+    hashed once, and copied per message (0.5 us less a message than
+    ``hmac.digest``, of ~2 us for a small one)."""
+    keyed = _KEYED.get(key)
+    if keyed is None:
+        if len(_KEYED) >= 16:  # (a process meets one key per cluster)
+            _KEYED.clear()
+        keyed = _KEYED[key] = hmac.new(key, digestmod="sha256")
+    mac = keyed.copy()
+    for buffer in buffers:
+        mac.update(buffer)
+    return mac.digest()
 
 
 def _verified(key: bytes, message) -> memoryview:
@@ -229,7 +299,7 @@ def _verified(key: bytes, message) -> memoryview:
     if len(message) < SIG_BYTES + STAMP.size + 4:
         raise Rejected("it is too short to be a message")
     body = message[SIG_BYTES:]
-    if not hmac.compare_digest(hmac.digest(key, body, "sha256"), message[:SIG_BYTES]):
+    if not hmac.compare_digest(_signature(key, body), message[:SIG_BYTES]):
         raise Rejected("it failed authentication")
     return body
 

@@ -156,7 +156,11 @@ class Transport(ABC):
                         wire[p] = encode(items[a:b]) if encode else (items[a:b], ())
                     chunk, named = wire[p]
                     payload = None if eid in entry.engines else entry.payload
-                    objects = [(e.token, e.payload) for e in named if eid not in e.engines]
+                    objects = (
+                        [(e.token, e.payload) for e in named if eid not in e.engines]
+                        if named
+                        else ()
+                    )
                     inflight[self.submit(eid, entry.token, payload, chunk, objects)] = (p, eid)
                 if mine is not None and not self.sending():  # the engines compute meanwhile
                     assert local is not None  # (the client has pieces only with local)
@@ -182,12 +186,14 @@ class Transport(ABC):
                         if crash:
                             finished.append(crash)
                     elif reply[0] == "miss":  # it lost its cache: send the bytes again
-                        for held in (entry, *wire[p][1]):
+                        entry.engines.discard(eid)
+                        for held in wire[p][1]:
                             held.engines.discard(eid)
                         pending.appendleft(p)
                         idle.appendleft(eid)
                     else:
-                        for held in (entry, *wire[p][1]):
+                        entry.engines.add(eid)
+                        for held in wire[p][1]:
                             held.engines.add(eid)
                         finished.append((p, eid, reply))
                         if reply[0] not in FAILED:
@@ -206,7 +212,7 @@ class Transport(ABC):
                 if local is not None and mine is None and pending and not idle:
                     mine = _own_piece(pending, pieces)  # every engine is busy: the client takes one
                 if finished:
-                    held_at = time.monotonic()
+                    held_at = time.monotonic() if deadline is not None else 0.0
                     for p, by, reply in finished:  # by: an engine id, None for the client
                         out = pieces.done(p, by, reply)
                         if out is None:  # a piece of a split chunk, not the last

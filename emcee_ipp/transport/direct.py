@@ -139,6 +139,7 @@ class DirectTransport(Transport):
         self._retry_at: dict[int, float] = {}  # engine id -> when to try reconnecting
         self._sockets: dict[int, socket.socket] = {}
         self._sessions: dict[int, _frames.Session] = {}  # engine id -> its connection's session
+        self._readers: dict[int, _frames.Reader] = {}  # engine id -> its connection's reader
         self._urls: dict[int, list[str]] = {}  # engine id -> the URLs it serves on
         self.routes: dict[int, str] = {}  # engine id -> the URL its connection uses
         self._by_fd: dict[int, int] = {}  # socket fd -> engine id
@@ -224,6 +225,7 @@ class DirectTransport(Transport):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(int(IO_TIMEOUT_S), 0))
         self._sockets[engine_id] = sock
         self._sessions[engine_id] = session
+        self._readers[engine_id] = _frames.Reader(sock)
         self._by_fd[sock.fileno()] = engine_id
         self._poller.register(sock, select.POLLIN)
         return sock
@@ -331,6 +333,7 @@ class DirectTransport(Transport):
         self._outbox.pop(engine_id, None)
         self._owed.pop(engine_id, None)  # no reply comes on a closed connection
         self._sessions.pop(engine_id, None)
+        self._readers.pop(engine_id, None)
         sock = self._sockets.pop(engine_id, None)
         if sock is not None:
             del self._by_fd[sock.fileno()]
@@ -411,29 +414,38 @@ class DirectTransport(Transport):
                     got.extend(self._take_lost())
                     if events == select.POLLOUT or eid not in self._sockets:
                         continue
-                try:
-                    message = _frames.recv(self._sockets[eid])
-                except OSError:
-                    message = None
-                except BaseException:  # Ctrl-C mid-message: the stream is out of step
-                    self._connection_broke(eid)
-                    raise
-                if message is not None:
-                    try:
-                        header, parts = self._sessions[eid].unpack(message)
-                    except _frames.Rejected as exc:
-                        self._refused(eid, exc)
-                        message = None
-                if message is None:  # the engine hung up, the link broke, or we refused
-                    self._connection_broke(eid)
-                    got.extend(self._take_lost())
-                    continue
-                reply = self._accept(header, parts)
-                if reply is not None:
-                    got.append(reply)
+                self._read(eid, got)
             if remaining <= 0:
                 break
         return got
+
+    def _read(self, engine_id: int, got: list) -> None:
+        """Take the messages an engine's socket has for us (it is readable):
+        append to ``got`` the replies they bring."""
+        reader, session = self._readers[engine_id], self._sessions[engine_id]
+        while True:  # one read may bring more than one message
+            try:
+                message = reader.recv()
+            except OSError:
+                message = None
+            except BaseException:  # Ctrl-C mid-message: the stream is out of step
+                self._connection_broke(engine_id)
+                raise
+            if message is not None:
+                try:
+                    header, parts = session.unpack(message)
+                except _frames.Rejected as exc:
+                    self._refused(engine_id, exc)
+                    message = None
+            if message is None:  # the engine hung up, the link broke, or we refused
+                self._connection_broke(engine_id)
+                got.extend(self._take_lost())
+                return
+            reply = self._accept(header, parts)
+            if reply is not None:
+                got.append(reply)
+            if not reader.ready():
+                return
 
     def sending(self):
         return bool(self._outbox)
