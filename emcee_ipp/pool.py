@@ -459,6 +459,8 @@ class IPyParallelPool:
         those a map may use. Engines that joined meanwhile (replacements)
         are prepared first."""
         ids = self._registered()
+        if self._ready.issuperset(ids):  # as a rule: no engine joined since the last map
+            return ids
         self._prepare_new(ids)
         return [e for e in ids if e in self._ready]
 
@@ -556,7 +558,7 @@ class IPyParallelPool:
         """The engines a map may use (:meth:`_live_engines`), after forgetting
         those gone; waits for one when none is left."""
         ids = self._live_engines()
-        for gone in self._ready.difference(ids):
+        for gone in self._ready.difference(ids) if len(ids) < len(self._ready) else ():
             self._end_unregistered(gone)
             self._ready.discard(gone)
             self._cache.forget_engine(gone)

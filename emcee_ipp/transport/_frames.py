@@ -7,7 +7,8 @@ or TCP); each message on it is::
     | 8-byte length | 32-byte HMAC-SHA256 | 16-byte session id | 8-byte counter |
     | 4-byte header length | header | part | part ...
 
-(:func:`send` and :func:`recv`; the length counts what follows it).
+(:func:`send`, and :func:`recv` or a :class:`Reader`; the length counts
+what follows it).
 
 The HMAC, keyed with the cluster's session key as ipyparallel signs its own
 messages, covers everything after it. A message whose signature fails is
