@@ -47,7 +47,7 @@ from .exceptions import (
     RemoteLogProbError,
     RemoteTraceback,
 )
-from .transport import TRANSPORTS, DirectTransport, DirectUnavailable, IppTransport
+from .transport import TRANSPORTS, DirectTransport, DirectUnavailable
 from .transport.base import FAILED, Transport
 
 if TYPE_CHECKING:
@@ -206,6 +206,8 @@ class IPyParallelPool:
             if n is not None:
                 _cluster.wait_for_engines(self._client, n, start_timeout)
         self._roster = _Roster(self)  # what maps ask about the engines
+        from .transport.ipp import IppTransport  # (ipyparallel, imported by now)
+
         self._control = IppTransport(self._client)  # set-up calls always go this way
         self._transport: Transport = self._control
         self._closed = False
