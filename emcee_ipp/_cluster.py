@@ -82,8 +82,8 @@ class OwnedCluster:
     process dies first) ends exactly those processes.
 
     The controller and engines are forked from a zygote
-    (:mod:`emcee_ipp._zygote`) where the platform allows it, unless
-    ``EMCEE_IPP_ZYGOTE=0``. The zygote starts first, so that its imports
+    (:mod:`emcee_ipp._zygote`) where the platform allows it (Linux), unless
+    ``EMCEE_IPP_ZYGOTE=0`` or ``blas_threads=None``. The zygote starts first, so that its imports
     overlap this process's import of ipyparallel (which this module defers
     until then).
     """
@@ -126,7 +126,10 @@ class OwnedCluster:
         env = {_reaper.MARKER: self.token, "PYTHONFAULTHANDLER": "1"}
         if blas_threads is not None:
             env.update({var: str(blas_threads) for var in THREAD_ENV_VARS})
-        if os.environ.get(ZYGOTE_VAR, "1") != "0" and _zygote.available():
+        # (blas_threads=None: numpy, which ipyparallel imports, may start a
+        # BLAS thread pool in the zygote, and a process with threads must
+        # not fork.)
+        if blas_threads is not None and os.environ.get(ZYGOTE_VAR, "1") != "0" and _zygote.available():
             try:
                 self.zygote = _zygote.Zygote(env)
             except OSError as exc:

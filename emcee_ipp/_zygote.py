@@ -29,6 +29,7 @@ library until it has read the client's ``sys.path``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import signal
@@ -44,12 +45,13 @@ from typing import Callable
 PRELOAD = (
     "ipyparallel.controller.app",
     "ipyparallel.engine.app",
-    "emcee_ipp._ippmain",
     "emcee_ipp._outstream",
     "emcee_ipp._engine",
     "emcee_ipp.transport._direct_engine",
     "emcee_ipp.transport._ipp_engine",
 )
+log = logging.getLogger("emcee_ipp")
+
 REPLY_TIMEOUT_S = 60.0  # a fork request waits this long for the zygote's imports
 
 
@@ -82,6 +84,7 @@ class Zygote:
             start_new_session=True,  # a Ctrl-C in the client's terminal spares it
         )
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._next_id = 0
         self._replies: dict[int, dict] = {}
         self._replied = threading.Condition(self._lock)
@@ -158,7 +161,7 @@ class Zygote:
         stdin = self._proc.stdin
         try:
             assert stdin is not None  # Popen(stdin=PIPE)
-            with self._lock:
+            with self._write_lock:
                 stdin.write(json.dumps(message).encode() + b"\n")
                 stdin.flush()
         except (OSError, ValueError) as exc:
@@ -172,11 +175,13 @@ class Zygote:
             if "exit" in message:
                 self._ended(int(message["exit"]), message["code"])
             elif "problem" in message:
+                log.info("emcee_ipp: zygote: %s", message["problem"])
                 self.problems.append(message["problem"])
             else:
                 with self._replied:
                     self._replies[message["id"]] = message
                     self._replied.notify_all()
+        stdout.close()
         self._proc.wait()
         with self._replied:
             self.closed = True
@@ -221,8 +226,9 @@ def _serve() -> dict | None:
             __import__(name)
         except BaseException as exc:  # the children import it themselves
             _say({"problem": f"importing {name}: {type(exc).__name__}: {exc}"})
-    if len(os.listdir("/proc/self/task")) > 1:
-        _say({"problem": "a thread started while importing; forking anyway"})
+    if len(os.listdir("/proc/self/task")) > 1:  # (a BLAS pool): forking is unsafe now
+        _say({"problem": "a thread started while importing; the zygote exits"})
+        return None
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)

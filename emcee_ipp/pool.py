@@ -487,6 +487,16 @@ class IPyParallelPool:
         new = [e for e in ids if e not in self._ready]
         if not new:
             return
+        if len(new) > 1:
+            try:  # all at once: their set-up calls run side by side
+                self._prepare(new)
+                return
+            except EngineSetupError as exc:
+                if not _engine_died(exc.__cause__) and set(new) <= set(self._registered()):
+                    raise
+            # One died: again one by one, to skip it. (The initializer runs
+            # once per engine process: _engine.setup keeps its key.)
+            new = [e for e in new if e not in self._ready]
         for eid in new:  # one by one: one that died meanwhile is skipped
             try:
                 self._prepare([eid])
