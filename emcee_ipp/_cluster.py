@@ -129,7 +129,11 @@ class OwnedCluster:
         # (blas_threads=None: numpy, which ipyparallel imports, may start a
         # BLAS thread pool in the zygote, and a process with threads must
         # not fork.)
-        if blas_threads is not None and os.environ.get(ZYGOTE_VAR, "1") != "0" and _zygote.available():
+        if (
+            blas_threads is not None
+            and os.environ.get(ZYGOTE_VAR, "1") != "0"
+            and _zygote.available()
+        ):
             try:
                 self.zygote = _zygote.Zygote(env)
             except OSError as exc:

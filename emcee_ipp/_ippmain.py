@@ -44,8 +44,10 @@ class _Clock:
 
 def _quick_first_beats() -> None:
     """Make ipyparallel's heart monitor beat every QUICK_BEAT_MS for its
-    first QUICK_BEATS_S, then at its configured period. (It runs in a
-    process the controller forks: the change is inherited.)"""
+    first QUICK_BEATS_S, then at its configured period. An engine is given
+    up after as long without answering either way: the allowed misses are
+    scaled by the same factor meanwhile. (The monitor runs in a process the
+    controller forks: the change is inherited.)"""
     from ipyparallel.controller.heartmonitor import HeartMonitor
     from tornado import ioloop
 
@@ -53,19 +55,23 @@ def _quick_first_beats() -> None:
 
     def quick_start(self) -> None:
         start(self)
-        steady = self.caller
+        factor = max(1, self.period // QUICK_BEAT_MS)
+        steady, misses = self.caller, self.max_heartmonitor_misses
         steady.stop()
-        self.caller = ioloop.PeriodicCallback(self.beat, min(QUICK_BEAT_MS, self.period))
+        self.max_heartmonitor_misses = misses * factor
+        self.caller = ioloop.PeriodicCallback(self.beat, self.period // factor)
         self.caller.start()
 
         def settle() -> None:
             self.caller.stop()
+            self.max_heartmonitor_misses = misses
+            self.on_probation = {h: -(-n // factor) for h, n in self.on_probation.items()}
             self.caller = steady
             steady.start()
 
         self.loop.call_later(QUICK_BEATS_S, settle)
 
-    HeartMonitor.start = quick_start  # type: ignore[method-assign]
+    HeartMonitor.start = quick_start
 
 
 def main(argv: list[str]) -> None:
@@ -73,18 +79,20 @@ def main(argv: list[str]) -> None:
     if role == "controller":
         from ipyparallel.controller import app
 
-        app.time = _Clock(HUB_SLEEP_S, 0.0)  # type: ignore[assignment]
+        app.time = _Clock(HUB_SLEEP_S, 0.0)
         _quick_first_beats()
         sys.argv = ["ipcontroller", *args]
         app.main()
     elif role == "engine":
-        from ipyparallel.engine import app  # type: ignore[no-redef]
+        from ipyparallel.engine import app
 
-        app.time = _Clock(URL_POLL_S, FAST_URL_POLL_S)  # type: ignore[assignment]
+        app.time = _Clock(URL_POLL_S, FAST_URL_POLL_S)
         sys.argv = ["ipengine", *args]
         app.main()
     else:
-        raise SystemExit(f"usage: python -m emcee_ipp._ippmain controller|engine ARGS (not {role!r})")
+        raise SystemExit(
+            f"usage: python -m emcee_ipp._ippmain controller|engine ARGS (not {role!r})"
+        )
 
 
 if __name__ == "__main__":
