@@ -31,7 +31,8 @@ THREAD_ENV_VARS = (
 
 # Start-up settings for the clusters the pool starts itself, measured on 2
 # cores (benchmarks/bench_startup.py): stock ipyparallel takes ~6.7 s to the
-# first result, these ~1.2 s. What matters, in order:
+# first result, these ~1.2 s; with the zygote and _ippmain, ~0.6 s
+# (benchmarks/RESULTS.md, "Issue 22: zygote"). What matters, in order:
 # - the controller finishes an engine's registration only after a heartbeat,
 #   and ipyparallel's period is 3 s: 100 ms costs ~2% of one core when idle;
 # - Cluster.delay sleeps 1 s between controller and engines, and the engine

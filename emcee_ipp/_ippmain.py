@@ -8,9 +8,11 @@ starts, before it writes its connection file (``IPController.init_hub``),
 and an engine started before that file exists looks for it every 0.1 s
 (``IPEngine.init_engine``). Here the first sleep is skipped (nothing is
 connected to the controller yet: no engine or client has its file) and the
-second polls every 5 ms. Third, the controller finishes an engine's
-registration only when its heart monitor, at its next beat, has seen the
-engine's heart answer: one or two periods (``HEARTBEAT_MS``, 100 ms). For
+second polls every 5 ms; the controller then writes its connection files
+whole (a temporary file renamed), since engines polling that often read
+half-written ones (32 engines on 2 cores, tests/test_faults.py). Third,
+the controller finishes an engine's registration only when its heart
+monitor, at its next beat, has seen the engine's heart answer: one or two periods (``HEARTBEAT_MS``, 100 ms). For
 its first :data:`QUICK_BEATS_S` the monitor beats every
 :data:`QUICK_BEAT_MS` instead, while the first engines come up. Measured on
 2 cores with 2 engines (benchmarks/bench_startup.py; benchmarks/RESULTS.md,
@@ -19,6 +21,8 @@ its first :data:`QUICK_BEATS_S` the monitor beats every
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 
@@ -74,12 +78,25 @@ def _quick_first_beats() -> None:
     HeartMonitor.start = quick_start
 
 
+def _save_whole(self, fname: str, cdict: dict) -> None:
+    """``IPController.save_connection_dict``, but the file appears whole,
+    readable by its owner only from the start."""
+    path = os.path.join(self.profile_dir.security_dir, fname)
+    self.log.info("writing connection info to %s", path)
+    part = f"{path}.{os.getpid()}.part"
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(cdict, indent=2))
+    os.replace(part, path)
+
+
 def main(argv: list[str]) -> None:
     role, args = argv[0], argv[1:]
     if role == "controller":
         from ipyparallel.controller import app
 
         app.time = _Clock(HUB_SLEEP_S, 0.0)
+        app.IPController.save_connection_dict = _save_whole
         _quick_first_beats()
         sys.argv = ["ipcontroller", *args]
         app.main()
