@@ -12,9 +12,10 @@ second polls every 5 ms; the controller then writes its connection files
 whole (a temporary file renamed), since engines polling that often read
 half-written ones (32 engines on 2 cores, tests/test_faults.py). Third,
 the controller finishes an engine's registration only when its heart
-monitor, at its next beat, has seen the engine's heart answer: one or two periods (``HEARTBEAT_MS``, 100 ms). For
-its first :data:`QUICK_BEATS_S` the monitor beats every
-:data:`QUICK_BEAT_MS` instead, while the first engines come up. Measured on
+monitor, at its next beat, has seen the engine's heart answer: one or
+two periods (``HEARTBEAT_MS``, 100 ms). For its first
+:data:`QUICK_BEATS_S` the monitor beats every :data:`QUICK_BEAT_MS`
+instead, while the first engines come up. Measured on
 2 cores with 2 engines (benchmarks/bench_startup.py; benchmarks/RESULTS.md,
 "Issue 22: zygote"). Every other sleep of theirs is left as it is.
 """
