@@ -84,10 +84,10 @@ class _Forked(LocalProcessLauncher):
     def signal(self, sig):
         if self._ended is None:
             return super().signal(sig)
-        if self.state == "running" and not self._ended.is_set():
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:  # ended meanwhile
+        if self.state == "running" and not self._ended.is_set() and self.process is not None:
+            try:  # (psutil checks the pid is still our process's, not a reused one)
+                self.process.send_signal(sig)
+            except psutil.NoSuchProcess:  # ended meanwhile
                 pass
 
     async def join(self, timeout=None):
