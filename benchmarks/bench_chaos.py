@@ -45,6 +45,8 @@ import time
 
 import numpy as np
 
+from emcee_ipp._reaper import MARKER
+
 log = logging.getLogger("bench_chaos")
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "results")
@@ -101,18 +103,19 @@ def _usage() -> tuple[int, float]:
     return len(os.listdir("/proc/self/fd")), rss / 2**20
 
 
-def _our_engine(pid: int) -> bool:
-    """Whether ``pid`` is a live engine process started by this process (a
-    pid of a dead engine may be reused by any process: never kill that)."""
+def _our_engine(pid: int, token: str) -> bool:
+    """Whether ``pid`` is a live process of the pool's own cluster, whose
+    environment carries the pool's reaper ``token`` (a pid of a dead engine
+    may be reused by any process: never kill that). The engines are children
+    of the pool's zygote, or of this process when it has none."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmd = f.read()
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read().split(b"\0")
     except OSError:
         return False
-    state, ppid = fields[0], int(fields[1])
-    return state not in "ZX" and ppid == os.getpid() and b"ipyparallel.engine" in cmd
+    return state not in "ZX" and f"{MARKER}={token}".encode() in environ
 
 
 class Kill:
@@ -144,6 +147,7 @@ class Killer(threading.Thread):
     def __init__(self, pool, t0: float, seed: int):
         super().__init__(name="bench_chaos killer", daemon=True)
         self.pool, self.t0 = pool, t0
+        self.token = pool._owned.token  # noqa: SLF001 (its processes carry it)
         self.rng = np.random.default_rng(seed + 1)  # which engine dies
         self.kills: list[Kill] = []
         self.sizes: list[tuple[float, int]] = []  # (time, pool.size) at each change
@@ -201,7 +205,9 @@ class Killer(threading.Thread):
         killed = {k.pid for k in self.kills}
         pids = dict(self.pool.engine_pids)  # (a copy: the main thread adds to it)
         victims = sorted(
-            (e, p) for e, p in pids.items() if e in counted and p not in killed and _our_engine(p)
+            (e, p)
+            for e, p in pids.items()
+            if e in counted and p not in killed and _our_engine(p, self.token)
         )
         if not victims:
             return False

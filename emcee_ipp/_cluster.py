@@ -8,14 +8,15 @@ pool starts itself and turns ipyparallel's failures into clear errors.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import sys
+import threading
 import uuid
 import warnings
 
-import ipyparallel as ipp
-from traitlets.config import Config
-
-from . import _keeper, _reaper
+from . import _keeper, _reaper, _zygote
 from .exceptions import ClusterNotFoundError, NoEnginesError
 
 log = logging.getLogger("emcee_ipp")
@@ -30,7 +31,8 @@ THREAD_ENV_VARS = (
 
 # Start-up settings for the clusters the pool starts itself, measured on 2
 # cores (benchmarks/bench_startup.py): stock ipyparallel takes ~6.7 s to the
-# first result, these ~1.2 s. What matters, in order:
+# first result, these ~1.2 s; with the zygote and _ippmain, ~0.6 s
+# (benchmarks/RESULTS.md, "Issue 22: zygote"). What matters, in order:
 # - the controller finishes an engine's registration only after a heartbeat,
 #   and ipyparallel's period is 3 s: 100 ms costs ~2% of one core when idle;
 # - Cluster.delay sleeps 1 s between controller and engines, and the engine
@@ -66,47 +68,45 @@ ENGINE_ARGS = [
 ]
 
 
+# ipyparallel's controller and engine less two fixed waits (see _ippmain).
+IPPMAIN = [sys.executable, "-m", "emcee_ipp._ippmain"]
+# EMCEE_IPP_ZYGOTE=0 starts every process of a pool's own cluster as
+# ipyparallel does (a fresh Python each), not forked from a zygote.
+ZYGOTE_VAR = "EMCEE_IPP_ZYGOTE"
+
+
 class OwnedCluster:
     """A local cluster the pool started, with the watchdog that guards it.
 
     Runs on the client. Every process of the cluster carries the reaper's
     token in its environment, so :meth:`stop` (and the reaper, if this
     process dies first) ends exactly those processes.
+
+    The controller and engines are forked from a zygote
+    (:mod:`emcee_ipp._zygote`) where the platform allows it (Linux), unless
+    ``EMCEE_IPP_ZYGOTE=0`` or ``blas_threads=None``. The zygote starts first, so that its imports
+    overlap this process's import of ipyparallel (which this module defers
+    until then).
     """
 
     def __init__(self, n: int, *, blas_threads: int | None, timeout: float):
         self.token = uuid.uuid4().hex
-        self.reaper = _reaper.Reaper(self.token)  # armed before anything starts
-        # faulthandler: an engine killed by a signal (a segfault in a C
-        # extension) leaves its stack in its output, which errors quote.
-        env = {_reaper.MARKER: self.token, "PYTHONFAULTHANDLER": "1"}
-        if blas_threads is not None:
-            env.update({var: str(blas_threads) for var in THREAD_ENV_VARS})
-        config = Config()
-        config.LocalControllerLauncher.environment = {_reaper.MARKER: self.token}
-        config.LocalEngineSetLauncher.environment = env
-        config.LocalEngineSetLauncher.engine_args = list(ENGINE_ARGS)
-        config.LocalEngineSetLauncher.delay = 0
-        self.log = _ClusterLog(log, {})
-        self.cluster = ipp.Cluster(
-            n=n,
-            delay=0,
-            send_engines_connection_env=False,
-            controller_args=list(CONTROLLER_ARGS),
-            engine_timeout=timeout,
-            log=self.log,
-            config=config,
-        )
         self.client = None
         self.keeper = None
+        self.zygote: _zygote.Zygote | None = None
+        self._loop: _LoopThread | None = None
         self.started = False
+        self.log = _ClusterLog(log, {})
+        self.reaper = _reaper.Reaper(self.token)  # armed before anything starts
         try:
-            # start_and_connect_sync's steps, but quiet: in IPython its wait
-            # for engines draws a progress bar in the cell (interactive=None).
-            self.cluster.start_cluster_sync()
-            self.client = self.cluster.connect_client_sync()
+            self.cluster = self._create(n, blas_threads, timeout)
+            self._loop = _LoopThread()  # ipyparallel's launchers report ends on it
+            # start_and_connect's steps, but quiet: in IPython its wait for
+            # engines draws a progress bar in the cell (interactive=None).
+            self._loop.run(self.cluster.start_cluster())
+            self.client = self._loop.run(self.cluster.connect_client())
             self.client.wait_for_engines(n, timeout=timeout, interactive=False)
-            self.keeper = _keeper.Keeper(self.cluster, timeout)
+            self.keeper = _keeper.Keeper(self.cluster, timeout, self._loop.run)
             self.started = True
         except TimeoutError as exc:
             self.stop()
@@ -118,6 +118,54 @@ class OwnedCluster:
         except BaseException:
             self.stop()
             raise
+
+    def _create(self, n: int, blas_threads: int | None, timeout: float):
+        """The zygote, started first (its imports overlap ipyparallel's here),
+        then the ``ipyparallel.Cluster``, not started."""
+        # faulthandler: an engine killed by a signal (a segfault in a C
+        # extension) leaves its stack in its output, which errors quote.
+        env = {_reaper.MARKER: self.token, "PYTHONFAULTHANDLER": "1"}
+        if blas_threads is not None:
+            env.update({var: str(blas_threads) for var in THREAD_ENV_VARS})
+        # (blas_threads=None: numpy, which ipyparallel imports, may start a
+        # BLAS thread pool in the zygote, and a process with threads must
+        # not fork.)
+        if (
+            blas_threads is not None
+            and os.environ.get(ZYGOTE_VAR, "1") != "0"
+            and _zygote.available()
+        ):
+            try:
+                self.zygote = _zygote.Zygote(env)
+            except OSError as exc:
+                log.warning("emcee_ipp: no zygote (%s); starting each engine afresh", exc)
+        import ipyparallel as ipp
+        from traitlets.config import Config
+
+        from . import _launchers
+
+        config = Config()
+        config.LocalControllerLauncher.controller_cmd = [*IPPMAIN, "controller"]
+        config.LocalEngineSetLauncher.engine_cmd = [*IPPMAIN, "engine"]
+        config.LocalControllerLauncher.environment = {_reaper.MARKER: self.token}
+        config.LocalEngineSetLauncher.environment = env
+        config.LocalEngineSetLauncher.engine_args = list(ENGINE_ARGS)
+        config.LocalEngineSetLauncher.delay = 0
+        if self.zygote is not None:
+            _launchers.ZYGOTES[self.token] = self.zygote
+            config.ForkControllerLauncher.zygote = self.token
+            config.ForkEngineLauncher.zygote = self.token
+        return ipp.Cluster(
+            n=n,
+            delay=0,
+            send_engines_connection_env=False,
+            controller_args=list(CONTROLLER_ARGS),
+            engine_timeout=timeout,
+            log=self.log,
+            config=config,
+            controller_launcher_class=_launchers.ForkControllerLauncher,
+            engine_launcher_class=_launchers.ForkEngineSetLauncher,
+        )
 
     def pids(self) -> list[int]:
         """Every live process of this cluster (controller, schedulers, engines, nannies)."""
@@ -135,10 +183,18 @@ class OwnedCluster:
         if self.client is not None:
             self.client.close()
             self.client = None
-        try:
-            self.cluster.stop_cluster_sync()
-        except Exception as exc:  # still reap below
-            log.warning("stopping the local cluster failed (%s); killing its processes", exc)
+        if self._loop is not None:
+            try:
+                self._loop.run(self.cluster.stop_cluster())
+            except Exception as exc:  # still reap below
+                log.warning("stopping the local cluster failed (%s); killing its processes", exc)
+            self._loop.stop()
+            self._loop = None
+        if self.zygote is not None:
+            self.zygote.close()
+            from . import _launchers
+
+            _launchers.ZYGOTES.pop(self.token, None)
         _reaper.reap(self.token)
         self.reaper.disarm()
 
@@ -151,6 +207,41 @@ class OwnedCluster:
             stacklevel=2,
         )
         self.stop()
+
+
+class _LoopThread:
+    """An asyncio loop in a thread of its own, for the cluster's coroutines.
+
+    Runs on the client. ipyparallel's ``*_sync`` methods run each call in a
+    new loop and close it, outside a notebook: a launcher's ``notify_stop``,
+    scheduled on that loop when its process ends, would then never run.
+    Every call of an owned cluster runs here instead, so ipyparallel (and the
+    keeper) learn of every end, with its exit code, in a script as in a
+    notebook.
+    """
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._main, name="emcee_ipp cluster loop", daemon=True
+        )
+        self._thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, coro, timeout: float | None = None):
+        """Run ``coro`` on the loop; its result (from any thread but the loop's)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5.0)
+        if not self._thread.is_alive():
+            self.loop.close()
 
 
 class _ClusterLog(logging.LoggerAdapter):
@@ -209,6 +300,8 @@ def wait_for_engines(client, n: int, timeout: float, where: str = "the cluster")
 
 
 def _client_from_profile(profile, cluster_id, timeout):
+    import ipyparallel as ipp
+
     kwargs = {}
     if profile is not None:
         kwargs["profile"] = profile

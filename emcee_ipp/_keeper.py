@@ -1,10 +1,11 @@
 """Keeping a pool-owned local cluster at its size: dead engines are replaced.
 
 Runs on the client, in a thread of its own. The engines of a cluster the
-pool started are this process's children (ipyparallel's local launchers
-start them and wait on them in threads). The keeper looks at them every
-:data:`POLL_S`; when one has exited it records how (exit code, the end of
-its output) and starts another engine in its place through the cluster
+pool started are watched by their ipyparallel launchers (the zygote's fork
+launchers, or ipyparallel's own), which call ``notify_stop`` with the exit
+code when one ends. The keeper looks at the launchers every :data:`POLL_S`;
+when an engine has ended it records how (exit code, the end of its output)
+and starts another engine in its place through the cluster
 (``Cluster.start_engines``), so ipyparallel still starts, registers and
 watches it. The pool prepares it lazily, as any engine that joins
 (``IPyParallelPool._engines``).
@@ -16,10 +17,10 @@ dead engines, nothing more.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
+from typing import Any, Callable
 
 from .exceptions import describe_exit
 
@@ -47,8 +48,9 @@ class Death:
 class Keeper:
     """Watches an owned cluster's engine processes and replaces dead ones."""
 
-    def __init__(self, cluster, timeout: float):
+    def __init__(self, cluster, timeout: float, run: Callable[[Any], Any]):
         self._cluster = cluster
+        self._call = run  # runs a coroutine of the cluster on its loop (OwnedCluster)
         self._timeout = timeout  # how long a replacement may take to register
         self._launchers: dict[int, object] = {}  # pid -> its ipyparallel launcher
         self.deaths: dict[int, Death] = {}  # pid -> how it ended
@@ -132,12 +134,16 @@ class Keeper:
                 )
             self.gave_up = True
             return
-        self._cluster.start_engines_sync(n=n)
+        self._call(self._cluster.start_engines(n=n))
         self._started.extend([time.monotonic()] * n)
         self._adopt()
 
 
 def _running(launcher) -> bool:
+    """Whether the launcher's process runs: neither reported ended
+    (``notify_stop``) nor gone, for a report still on its way."""
+    if launcher.state == "after":
+        return False
     process = getattr(launcher, "process", None)
     try:
         return process is not None and process.is_running() and process.status() != "zombie"
@@ -146,25 +152,21 @@ def _running(launcher) -> bool:
 
 
 def _exitcode(launcher) -> int | None:
-    """The exit code ipyparallel's waiting thread got (psutil keeps it):
-    ``-N`` for signal ``N``."""
-    waiter = getattr(launcher, "_wait_thread", None)
-    if waiter is not None:
-        waiter.join(timeout=1.0)  # it reaps the process; ours would race it
-    try:
-        return launcher.process.wait(timeout=0)
-    except Exception:
-        return None
+    """The exit code the launcher reported to ipyparallel (``notify_stop``):
+    ``-N`` for signal ``N``; None if it has not within a second."""
+    deadline = time.monotonic() + 1.0
+    while launcher.state != "after" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    code = (launcher.stop_data or {}).get("exit_code")
+    return code if isinstance(code, int) else None
 
 
 def _tail(launcher) -> str:
-    """The last lines the engine wrote (stdout and stderr share its file)."""
-    path = getattr(launcher, "output_file", "")
+    """The last lines the engine wrote (stdout and stderr share its file,
+    which ipyparallel reads and removes when it learns of the end)."""
     try:
-        with open(path, "rb") as f:
-            f.seek(max(0, os.path.getsize(path) - TAIL_BYTES))
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
+        text = launcher.get_output()[-TAIL_BYTES:]
+    except Exception:  # a launcher without a file, or the file gone
         return ""
     lines = text.splitlines()
     # faulthandler's report (a segfault): its header, then every thread's

@@ -47,7 +47,7 @@ from .exceptions import (
     RemoteLogProbError,
     RemoteTraceback,
 )
-from .transport import TRANSPORTS, DirectTransport, DirectUnavailable, IppTransport
+from .transport import TRANSPORTS, DirectTransport, DirectUnavailable
 from .transport.base import FAILED, Transport
 
 if TYPE_CHECKING:
@@ -206,6 +206,8 @@ class IPyParallelPool:
             if n is not None:
                 _cluster.wait_for_engines(self._client, n, start_timeout)
         self._roster = _Roster(self)  # what maps ask about the engines
+        from .transport.ipp import IppTransport  # (ipyparallel, imported by now)
+
         self._control = IppTransport(self._client)  # set-up calls always go this way
         self._transport: Transport = self._control
         self._closed = False
@@ -487,6 +489,16 @@ class IPyParallelPool:
         new = [e for e in ids if e not in self._ready]
         if not new:
             return
+        if len(new) > 1:
+            try:  # all at once: their set-up calls run side by side
+                self._prepare(new)
+                return
+            except EngineSetupError as exc:
+                if not _engine_died(exc.__cause__) and set(new) <= set(self._registered()):
+                    raise
+            # One died: again one by one, to skip it. (The initializer runs
+            # once per engine process: _engine.setup keeps its key.)
+            new = [e for e in new if e not in self._ready]
         for eid in new:  # one by one: one that died meanwhile is skipped
             try:
                 self._prepare([eid])

@@ -27,7 +27,10 @@ from emcee_ipp import IPyParallelPool
 
 warnings.simplefilter("always", ResourceWarning)
 pool = IPyParallelPool(2)
-print(json.dumps({"pids": pool._owned.pids(), "reaper": pool._owned.reaper.pid}), flush=True)
+zygote = pool._owned.zygote
+info = {"pids": pool._owned.pids(), "reaper": pool._owned.reaper.pid}
+info["zygote"] = zygote and zygote.pid
+print(json.dumps(info), flush=True)
 mode = sys.argv[1]
 if mode == "sleep":
     time.sleep(120)
@@ -36,14 +39,15 @@ elif mode == "exit":
     sys.stdin.readline()
 elif mode == "close-interrupted":
     cluster = pool._owned.cluster
-    stop = cluster.stop_cluster_sync
+    stop = cluster.stop_cluster
 
-    def stop_after_ctrl_c(*args, **kwargs):
-        cluster.stop_cluster_sync = stop  # once
-        os.kill(os.getpid(), signal.SIGINT)  # raised at the next bytecode, here
-        return stop(*args, **kwargs)
+    async def stop_after_ctrl_c(*args, **kwargs):
+        cluster.stop_cluster = stop  # once
+        # (the main thread, waiting in close() for this, raises it)
+        os.kill(os.getpid(), signal.SIGINT)
+        return await stop(*args, **kwargs)
 
-    cluster.stop_cluster_sync = stop_after_ctrl_c
+    cluster.stop_cluster = stop_after_ctrl_c
     try:
         pool.close()
         interrupted = False

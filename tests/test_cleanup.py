@@ -53,6 +53,8 @@ def _start_owner(mode):
         info = json.loads(line)
         # controller + its schedulers + 2 engines (+ nannies): a real cluster.
         assert len(info["pids"]) >= 3, info
+        # the zygote the cluster forked from, which the reaper must end too
+        assert info["zygote"] in info["pids"], info
         assert all(_alive(p) for p in info["pids"])
     except BaseException:
         _finish(proc)  # its reaper then stops the cluster

@@ -6,10 +6,24 @@ transport runs the same engine code, :func:`emcee_ipp._engine.evaluate`,
 and passes the same contract tests.
 """
 
+from typing import TYPE_CHECKING
+
 from .base import EngineLost, Transport
 from .direct import DirectTransport, DirectUnavailable
-from .ipp import IppTransport
 
 __all__ = ["Transport", "EngineLost", "IppTransport", "DirectTransport", "DirectUnavailable"]
 
 TRANSPORTS = ("auto", "direct", "ipp")
+
+if TYPE_CHECKING:
+    from .ipp import IppTransport
+
+
+def __getattr__(name: str):
+    # ipp imports ipyparallel: loaded when a pool needs it, so that a pool
+    # that starts its own cluster first starts its zygote (see _cluster).
+    if name == "IppTransport":
+        from .ipp import IppTransport
+
+        return IppTransport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
