@@ -554,3 +554,12 @@ def scipy_gaussian(x):
     import scipy.stats
 
     return float(scipy.stats.norm.logpdf(x).sum())
+
+
+def alive(pid: int) -> bool:
+    """Client side: whether process ``pid`` runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -26,6 +26,10 @@ import warnings
 from emcee_ipp import IPyParallelPool
 
 warnings.simplefilter("always", ResourceWarning)
+# Python's own Ctrl-C handler, whatever this process inherited: started in
+# the background by a shell, SIGINT comes ignored and no KeyboardInterrupt
+# would ever be raised ("close-interrupted").
+signal.signal(signal.SIGINT, signal.default_int_handler)
 pool = IPyParallelPool(2)
 zygote = pool._owned.zygote
 info = {"pids": pool._owned.pids(), "reaper": pool._owned.reaper.pid}

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import helpers
 import pytest
 
 from emcee_ipp import IPyParallelPool
@@ -20,22 +21,14 @@ SCRIPT = pathlib.Path(__file__).with_name("pool_owner.py")
 BOUND_S = 10.0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _wait_gone(pids, bound=BOUND_S) -> tuple[float, list[int]]:
     t0 = time.monotonic()
     while time.monotonic() - t0 < bound:
-        left = [p for p in pids if _alive(p)]
+        left = [p for p in pids if helpers.alive(p)]
         if not left:
             return time.monotonic() - t0, []
         time.sleep(0.05)
-    return time.monotonic() - t0, [p for p in pids if _alive(p)]
+    return time.monotonic() - t0, [p for p in pids if helpers.alive(p)]
 
 
 def _start_owner(mode):
@@ -55,7 +48,7 @@ def _start_owner(mode):
         assert len(info["pids"]) >= 3, info
         # the zygote the cluster forked from, which the reaper must end too
         assert info["zygote"] in info["pids"], info
-        assert all(_alive(p) for p in info["pids"])
+        assert all(helpers.alive(p) for p in info["pids"])
     except BaseException:
         _finish(proc)  # its reaper then stops the cluster
         raise
@@ -154,7 +147,7 @@ def test_connected_cluster_is_never_touched(external_cluster):
         pool.close()
         del pool
         time.sleep(0.5)
-        assert all(_alive(p) for p in engine_pids)
+        assert all(helpers.alive(p) for p in engine_pids)
         assert len(client[:].apply_sync(os.getpid)) == len(engine_pids)
     finally:
         client.close()

@@ -35,14 +35,6 @@ def _environ(pid: int) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in pairs}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _engine_pids(pool, n: int) -> list[int]:
     """The pids of ``n`` engines, once ``pool.size == n`` and all are prepared."""
     deadline = time.monotonic() + BOUND_S
@@ -154,7 +146,7 @@ def test_without_the_zygote_engines_start_as_ipyparallel_starts_them(pool):
     while zygote.alive():
         assert time.monotonic() < deadline, "the zygote's death went unnoticed"
         time.sleep(0.02)
-    assert all(_alive(p) for p in before)
+    assert all(helpers.alive(p) for p in before)
     after = _kill_and_wait_replaced(pool, before[0])
     (new,) = set(after) - set(before)
     assert _parent(new) == os.getpid()  # Popen'd by ipyparallel's launcher
@@ -164,7 +156,7 @@ def test_without_the_zygote_engines_start_as_ipyparallel_starts_them(pool):
     helpers.assert_chain_matches_serial(pool, helpers.gaussian, 20)
     pids = pool._owned.pids()  # noqa: SLF001
     pool.close()
-    assert not [p for p in pids if _alive(p)]
+    assert not [p for p in pids if helpers.alive(p)]
 
 
 @pytest.mark.timeout(120)
