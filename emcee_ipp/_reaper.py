@@ -72,11 +72,17 @@ class Reaper:
                 stdin.close()
             except (BrokenPipeError, ValueError):
                 pass
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+            wait_or_kill(self._proc)
+
+
+def wait_or_kill(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    """Wait for a helper process told to exit (the reaper, the zygote);
+    kill it if it has not within ``timeout`` s."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 # -- shared --------------------------------------------------------------------

@@ -151,11 +151,9 @@ class Zygote:
                 self._proc.stdin.close()
         except OSError:
             pass
-        try:
-            self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        from ._reaper import wait_or_kill  # (not at the top: this file also runs as a script)
+
+        wait_or_kill(self._proc)
 
     def _send(self, message: dict) -> None:
         stdin = self._proc.stdin

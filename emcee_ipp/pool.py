@@ -570,7 +570,7 @@ class IPyParallelPool:
         """The engines a map may use (:meth:`_live_engines`), after forgetting
         those gone; waits for one when none is left."""
         ids = self._live_engines()
-        for gone in self._ready.difference(ids) if len(ids) < len(self._ready) else ():
+        for gone in self._ready.difference(ids):
             self._end_unregistered(gone)
             self._ready.discard(gone)
             self._cache.forget_engine(gone)

@@ -156,11 +156,7 @@ class Transport(ABC):
                         wire[p] = encode(items[a:b]) if encode else (items[a:b], ())
                     chunk, named = wire[p]
                     payload = None if eid in entry.engines else entry.payload
-                    objects = (
-                        [(e.token, e.payload) for e in named if eid not in e.engines]
-                        if named
-                        else ()
-                    )
+                    objects = [(e.token, e.payload) for e in named if eid not in e.engines]
                     inflight[self.submit(eid, entry.token, payload, chunk, objects)] = (p, eid)
                 if mine is not None and not self.sending():  # the engines compute meanwhile
                     assert local is not None  # (the client has pieces only with local)
