@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import uuid
 import warnings
 
@@ -105,7 +106,7 @@ class OwnedCluster:
             # engines draws a progress bar in the cell (interactive=None).
             self._loop.run(self.cluster.start_cluster())
             self.client = self._loop.run(self.cluster.connect_client())
-            self.client.wait_for_engines(n, timeout=timeout, interactive=False)
+            await_engines(self.client, n, timeout)
             self.keeper = _keeper.Keeper(self.cluster, timeout, self._loop.run)
             self.started = True
         except TimeoutError as exc:
@@ -281,15 +282,14 @@ def connect(*, client=None, cluster=None, profile=None, cluster_id=None, timeout
     else:
         client = _client_from_profile(profile, cluster_id, timeout)
     wait_for_engines(client, 1, timeout, where=_describe(profile, cluster_id))
+    resync_engines(client)  # engines registering as it connected (see await_engines)
     return client
 
 
 def wait_for_engines(client, n: int, timeout: float, where: str = "the cluster") -> None:
     """Wait until ``n`` engines are registered, or raise :class:`NoEnginesError`."""
-    if len(client.ids) >= n:
-        return
     try:
-        client.wait_for_engines(n, timeout=timeout, interactive=False)
+        await_engines(client, n, timeout)
     except TimeoutError as exc:
         raise NoEnginesError(
             f"{len(client.ids)} engines registered with {where} within "
@@ -297,6 +297,58 @@ def wait_for_engines(client, n: int, timeout: float, where: str = "the cluster")
             "`ipcluster engines -n 2` or `ipengine`), or pass a larger "
             "start_timeout."
         ) from exc
+
+
+# How often a wait for engines asks the hub itself which engines it has.
+RESYNC_S = 0.5
+
+
+def await_engines(client, n: int, timeout: float) -> None:
+    """Wait until ``client`` knows ``n`` engines; raise ``TimeoutError``.
+
+    ``Client.wait_for_engines`` alone can wait forever for an engine the hub
+    has registered (ipyparallel 9.2): the client learns the hub's engines
+    from its connection reply and then from notifications on a SUB socket it
+    connects only after that reply, so an engine that registers in between
+    is announced before the client listens. 32 engines starting on 2 cores
+    lost one in 1 of 5 starts with the machine loaded (tests/test_faults.py). Every
+    :data:`RESYNC_S` without enough engines, this asks the hub again.
+    """
+    deadline = time.monotonic() + timeout
+    while len(client.ids) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"{len(client.ids)} of {n} engines registered")
+        try:
+            client.wait_for_engines(n, timeout=min(left, RESYNC_S), interactive=False)
+        except TimeoutError:
+            resync_engines(client, max(0.0, deadline - time.monotonic()))
+
+
+def resync_engines(client, timeout: float = 10.0) -> None:
+    """Add to ``client`` the engines its hub has registered that it missed
+    (see :func:`await_engines`). One round trip to the hub; a hub that does
+    not answer within ``timeout`` changes nothing.
+
+    ipyparallel has no public call for this: it is the hub's reply to the
+    client's own ``connection_request``, applied as ``Client._connect`` does.
+    """
+    try:
+        ask = client._send(client._query_stream, "connection_request")  # noqa: SLF001
+        reply = ask.result(timeout)
+    except TimeoutError:
+        return
+    engines = reply["content"].get("engines", {})
+    done = threading.Event()
+
+    def update() -> None:  # on the client's IO thread, as its notifications are
+        try:
+            client._update_engines(engines)  # noqa: SLF001
+        finally:
+            done.set()
+
+    client._io_loop.add_callback(update)  # noqa: SLF001
+    done.wait(timeout)
 
 
 def _client_from_profile(profile, cluster_id, timeout):

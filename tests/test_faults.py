@@ -270,6 +270,46 @@ def test_too_few_engines_within_the_timeout_is_a_clear_error(external_cluster):
         client.close()
 
 
+@pytest.mark.timeout(120)
+def test_an_engine_whose_registration_the_client_never_heard_of_is_found(
+    external_cluster, add_external_engine
+):
+    """ipyparallel's Client connects its notification socket only after the
+    hub's connection reply, so an engine that registers in between is never
+    announced to it, and ``Client.wait_for_engines`` waits for it forever
+    (32 engines on 2 cores lost one in about five starts). Here the client
+    stops listening before an engine registers, which loses its notice the
+    same way; a pool on that client must still find and use it."""
+    import zmq
+
+    client = external_cluster.connect_client_sync()
+    try:
+        n = len(client.ids)
+        deaf = threading.Event()
+
+        def unsubscribe():  # on the client's IO thread, which owns the socket
+            client._notification_socket.setsockopt(zmq.UNSUBSCRIBE, b"")
+            deaf.set()
+
+        client._io_loop.add_callback(unsubscribe)
+        assert deaf.wait(10)
+        add_external_engine()
+        deadline = time.monotonic() + 60
+        while len([k for k in client.queue_status() if isinstance(k, int)]) < n + 1:
+            assert time.monotonic() < deadline, "the new engine never registered with the hub"
+            time.sleep(0.05)
+        assert len(client.ids) == n  # the hub has it; the client was never told
+        with IPyParallelPool(client=client, n=n + 1, start_timeout=10) as pool:
+            assert pool.size == n + 1
+            pids = {
+                pid
+                for _, pid in pool.map(helpers.slow_gaussian_with_pid, np.ones((8 * (n + 1), 2)))
+            }
+            assert len(pids) == n + 1
+    finally:
+        client.close()
+
+
 @pytest.mark.parametrize("func", [helpers.returns_nan, helpers.returns_string])
 def test_bad_log_prob_values_behave_as_serial_emcee(pool, func):
     p0 = np.abs(np.random.RandomState(0).normal(size=(8, 2))) + 0.1
