@@ -1,11 +1,11 @@
-"""Other samplers as real clients of the pool (issue 19): dynesty, zeus, nautilus.
+"""Other samplers as real clients of the pool (issue 19): dynesty, zeus, nautilus, pocoMC.
 
 Each runs through the pool on both transports and must give what a
 reference gives bit for bit: all three draw their random numbers
 independently of the pool. dynesty and nautilus draw a seed per map item in
 the client, so their reference is multiprocessing.Pool(2) on the same seed
 (the pool's size changes their queue and job counts); zeus draws everything
-in the client, so its reference is a serial run.
+in the client, so its reference is a serial run; so does pocoMC.
 
 What each sampler does with ``pool=`` (dynesty 3.1, zeus 2.5.4, nautilus 1.0.6):
 
@@ -20,6 +20,9 @@ What each sampler does with ``pool=`` (dynesty 3.1, zeus 2.5.4, nautilus 1.0.6):
   ``nt`` for the size; ``pool.map`` for the likelihood (a list of rows), for
   training networks and for sampling bounds (``functools.partial`` objects
   made anew each time, the latter holding a bound method).
+- pocoMC (1.2.6): ``pool.map(its FunctionWrapper, an array of rows)``; the
+  wrapper's class lives in ``pocomc.tools``, so each engine imports pocomc
+  and with it torch, as multiprocessing's spawn workers would.
 """
 
 from __future__ import annotations
@@ -195,3 +198,40 @@ def test_nautilus(pools, mp_pool, references, transport):
     tolerance = 5 * np.sqrt(1 / pooled.n_eff + 1 / serial.n_eff)
     assert abs(pooled.log_z - serial.log_z) < tolerance
     assert abs(pooled.log_z - models.LOG_Z) < 5 / np.sqrt(pooled.n_eff)
+
+
+# -- pocoMC --------------------------------------------------------------------
+
+
+def _run_pocomc(pool):
+    import pocomc
+    from scipy.stats import uniform
+
+    # Few particles, default preconditioning (a normalizing flow trained in
+    # the client at each stage): about 10 s, nearly all of it torch.
+    prior = pocomc.Prior([uniform(-models.HALF_WIDTH, 2 * models.HALF_WIDTH)] * models.NDIM)
+    saved = np.random.get_state()  # noqa: NPY002 (random_state reseeds numpy's global generator)
+    try:
+        sampler = pocomc.Sampler(
+            prior, models.gaussian_loglike, n_effective=128, n_active=64, pool=pool, random_state=5
+        )
+        sampler.run(n_total=256, n_evidence=256, progress=False)
+    finally:
+        np.random.set_state(saved)  # noqa: NPY002
+    samples, weights, logl, _ = sampler.posterior()
+    return samples, weights, logl, sampler.evidence()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_pocomc_identical_to_serial(pools, references, transport):
+    """pocoMC draws every random number in the client (numpy's global
+    generator and torch's, both seeded by ``random_state``): through the pool
+    its particles, weights and evidence are serial's, bit for bit."""
+    serial = _reference(references, "pocomc serial", lambda: _run_pocomc(None))
+    samples, weights, logl, (logz, logz_err) = _run_pocomc(pools(transport))
+    assert np.array_equal(samples, serial[0])
+    assert np.array_equal(weights, serial[1])
+    assert np.array_equal(logl, serial[2])
+    assert (logz, logz_err) == serial[3]
+    # And the run is a real one: 5 standard errors of its own estimate.
+    assert abs(logz - models.LOG_Z) < 5 * logz_err
