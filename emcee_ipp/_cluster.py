@@ -311,7 +311,7 @@ def await_engines(client, n: int, timeout: float) -> None:
     from its connection reply and then from notifications on a SUB socket it
     connects only after that reply, so an engine that registers in between
     is announced before the client listens. 32 engines starting on 2 cores
-    lost one in 1 of 5 starts with the machine loaded (tests/test_faults.py). Every
+    lost one in 1 of 5 loaded starts (tests/test_faults.py). Every
     :data:`RESYNC_S` without enough engines, this asks the hub again.
     """
     deadline = time.monotonic() + timeout

@@ -1,13 +1,14 @@
 """Other samplers as real clients of the pool (issue 19): dynesty, zeus, nautilus, pocoMC.
 
 Each runs through the pool on both transports and must give what a
-reference gives bit for bit: all three draw their random numbers
+reference gives bit for bit: all four draw their random numbers
 independently of the pool. dynesty and nautilus draw a seed per map item in
 the client, so their reference is multiprocessing.Pool(2) on the same seed
 (the pool's size changes their queue and job counts); zeus draws everything
 in the client, so its reference is a serial run; so does pocoMC.
 
-What each sampler does with ``pool=`` (dynesty 3.1, zeus 2.5.4, nautilus 1.0.6):
+What each sampler does with ``pool=`` (dynesty 3.1, zeus 2.5.4, nautilus 1.0.6,
+pocoMC 1.2.6):
 
 - dynesty: ``pool.map`` for the prior transform and log-likelihood of the
   first live points, for the internal sampler's ``sample`` on items that
@@ -20,7 +21,7 @@ What each sampler does with ``pool=`` (dynesty 3.1, zeus 2.5.4, nautilus 1.0.6):
   ``nt`` for the size; ``pool.map`` for the likelihood (a list of rows), for
   training networks and for sampling bounds (``functools.partial`` objects
   made anew each time, the latter holding a bound method).
-- pocoMC (1.2.6): ``pool.map(its FunctionWrapper, an array of rows)``; the
+- pocoMC: ``pool.map(its FunctionWrapper, an array of rows)``; the
   wrapper's class lives in ``pocomc.tools``, so each engine imports pocomc
   and with it torch, as multiprocessing's spawn workers would.
 """
