@@ -18,6 +18,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 os.environ["PYTHONPATH"] = os.pathsep.join([HERE] + sys.path)
 
+from emcee_ipp import _cluster  # noqa: E402
 from emcee_ipp import _quickstart as qs  # noqa: E402
 
 
@@ -137,7 +138,8 @@ def peer(name: str, n: int, ipp_pool=None):
         client = None
         try:
             client = cluster.start_and_connect_sync()
-            client.wait_for_engines(n, timeout=120)
+            # (ipyparallel's own wait can miss an engine registering as the client connects)
+            _cluster.await_engines(client, n, timeout=120)
             view = client[:]
             view.block = True
             view.execute("import emcee, _workloads")  # as warm as the pool's engines

@@ -13,6 +13,8 @@ import shutil
 import subprocess
 import sys
 
+from emcee_ipp import _cluster
+
 SUBNET = "10.213.0"
 CONTROLLER_IP = f"{SUBNET}.1"
 TAG = f"{os.getpid() % 100000:05d}"  # interface names: at most 15 characters
@@ -102,7 +104,8 @@ def cluster_across(host_list, profile="emcee_ipp_netns"):
                 stderr=subprocess.DEVNULL,
             )
         client = cluster.connect_client_sync()
-        client.wait_for_engines(len(host_list), timeout=60, interactive=False)
+        # (ipyparallel's own wait can miss an engine registering as the client connects)
+        _cluster.await_engines(client, len(host_list), timeout=60)
         yield cluster, client, engines
     finally:
         if client is not None:
