@@ -40,6 +40,7 @@ bench: $(VENV)/.stamp-bench
 	$(BIN)/python benchmarks/bench_channel.py
 	$(BIN)/python benchmarks/bench_dynesty.py --functions main
 	$(BIN)/python benchmarks/bench_items.py
+	$(BIN)/python benchmarks/bench_samplers.py
 
 # The site, warnings as errors; its notebooks run at every build (2 engines each).
 SPHINXOPTS ?= -W --keep-going
