@@ -22,6 +22,8 @@ HERE = pathlib.Path(__file__).parent
 # cannot import).
 faulthandler.enable(file=sys.stderr)
 
+import helpers  # noqa: E402
+
 from emcee_ipp import IPyParallelPool  # noqa: E402
 
 N_ENGINES = 2
@@ -153,7 +155,7 @@ def add_external_engine(external_cluster):
 
 
 def _live(pids):
-    return [p for p in pids if not _zombie(p)]
+    return [p for p in pids if helpers.alive(p)]
 
 
 @pytest.fixture
@@ -177,15 +179,7 @@ os.environ[SESSION_VAR] = uuid.uuid4().hex
 def _our_live_pids() -> list[int]:
     from emcee_ipp._reaper import marked_pids
 
-    return [p for p in marked_pids(os.environ[SESSION_VAR], SESSION_VAR) if not _zombie(p)]
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+    return [p for p in marked_pids(os.environ[SESSION_VAR], SESSION_VAR) if helpers.alive(p)]
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -557,9 +557,10 @@ def scipy_gaussian(x):
 
 
 def alive(pid: int) -> bool:
-    """Client side: whether process ``pid`` runs (a zombie does not)."""
+    """Client side: whether process ``pid`` runs (a zombie, or one being
+    reaped, does not)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except OSError:
         return False

@@ -142,14 +142,14 @@ def test_engine_that_stops_answering_is_replaced(crash_pool):
         x = np.linspace(-1, 1, 30).reshape(10, 3)
         assert crash_pool.map(exits_if_large, x) == [exits_if_large(r) for r in x]
         t0 = time.monotonic()
-        while _alive(victim):
+        while helpers.alive(victim):
             crash_pool.size  # noqa: B018  (each look lets the pool notice)
             crash_pool.map(exits_if_large, x)
             assert time.monotonic() - t0 < 20, "the stopped engine was never ended"
             time.sleep(0.1)
         _wait_for_size(crash_pool, 2)
     finally:
-        if _alive(victim):
+        if helpers.alive(victim):
             os.kill(victim, signal.SIGKILL)
 
 
@@ -160,16 +160,8 @@ def _a_live_engine(pool) -> tuple[int, int]:
     return next(
         (e, pool.engine_pids[e])
         for e in pool.client.ids
-        if e in pool.engine_pids and _alive(pool.engine_pids[e])
+        if e in pool.engine_pids and helpers.alive(pool.engine_pids[e])
     )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] not in "ZX"
-    except OSError:
-        return False
 
 
 CLIENT_COMPUTES_SCRIPT = textwrap.dedent("""

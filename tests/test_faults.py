@@ -23,15 +23,6 @@ from emcee_ipp.transport.base import EngineLost
 HERE = pathlib.Path(__file__).parent
 
 
-def _state(pid: int) -> str | None:
-    """The process state letter of ``pid`` (R, S, T: stopped, Z: zombie), or None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
-
-
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize(
     "transport",
@@ -63,14 +54,14 @@ def test_engine_lost_mid_run_chain_still_identical(transport, how):
             # pool (and replaced: tests/test_crash.py).
             deadline = time.monotonic() + 20
             while (
-                victim_id in pool.client.ids or _state(victim) not in (None, "Z")
+                victim_id in pool.client.ids or helpers.alive(victim)
             ) and time.monotonic() < deadline:
                 pool.map(helpers.gaussian, np.zeros((2, 2)))  # (each map lets the pool notice)
                 time.sleep(0.1)
             assert victim_id not in pool.client.ids
-            assert _state(victim) in (None, "Z")
+            assert not helpers.alive(victim)
         finally:
-            if how == signal.SIGSTOP and _state(victim) not in (None, "Z"):
+            if how == signal.SIGSTOP and helpers.alive(victim):
                 os.kill(victim, signal.SIGKILL)  # ours: the pool's own engine
 
 
